@@ -1,0 +1,76 @@
+//! Connection options and the embedded migrations of both database kinds.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use url::Url;
+
+/// Migrations of the catalog database (`tenant`, `user`).
+pub static CATALOG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/catalog");
+
+/// Migrations of every tenant database (`report`, `report_contents`, CDC publication).
+pub static TENANT_MIGRATOR: Migrator = sqlx::migrate!("./migrations/tenant");
+
+/// `application_name` of every connection we open, so operators (and the tests) can tell our
+/// connections apart in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "liquidity";
+
+/// Why a database URL was refused. Never carries the URL itself: it may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    /// Not a URL at all.
+    #[error("not a valid URL ({0})")]
+    Syntax(#[from] url::ParseError),
+    /// A URL, but not one of PostgreSQL.
+    #[error("scheme must be postgres:// or postgresql://")]
+    Scheme,
+    /// No database name in the path.
+    #[error("the URL names no database")]
+    NoDatabase,
+    /// sqlx refused one of its parameters.
+    #[error("unsupported connection parameter")]
+    Options(#[source] sqlx::Error),
+}
+
+/// Parses a `postgres://` URL into connect options tagged with our application name.
+///
+/// # Errors
+/// [`DatabaseUrlError`] when the URL is malformed, not PostgreSQL or names no database.
+pub fn parse_database_url(raw: &str) -> Result<PgConnectOptions, DatabaseUrlError> {
+    let url = Url::parse(raw)?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(DatabaseUrlError::Scheme);
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        return Err(DatabaseUrlError::NoDatabase);
+    }
+    let options: PgConnectOptions = url.as_str().parse().map_err(DatabaseUrlError::Options)?;
+    Ok(options.application_name(APPLICATION_NAME))
+}
+
+/// `host:port/database` of some connect options: what may be logged about a database.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("?")
+    )
+}
+
+/// A lazily connecting pool of the catalog database.
+///
+/// The catalog is small and hot (every login), so a handful of connections is enough per
+/// API replica; see the README's connection budget.
+pub fn catalog_pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options)
+}
