@@ -1,1 +1,33 @@
-fn main() {}
+//! `liquidity`: one binary, one subcommand per process role. It parses arguments and calls
+//! library code; nothing else lives here.
+
+mod args;
+mod commands;
+mod telemetry;
+
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log);
+    // rustls finds no default crypto provider: we build every TLS stack on `ring` only, to
+    // avoid compiling aws-lc as well (see Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Api(args) => commands::api::run(args).await,
+        Command::Migrate(args) => commands::migrate::run(args).await,
+        Command::Tenants(args) => commands::tenants::run(args).await,
+        Command::Schema => commands::schema::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "liquidity failed");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

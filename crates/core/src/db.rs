@@ -64,11 +64,7 @@ pub fn describe(options: &PgConnectOptions) -> String {
 ///
 /// The catalog is small and hot (every login), so a handful of connections is enough per
 /// API replica; see the README's connection budget.
-pub fn catalog_pool(
-    options: PgConnectOptions,
-    max_connections: u32,
-    acquire_timeout: Duration,
-) -> PgPool {
+pub fn catalog_pool(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)

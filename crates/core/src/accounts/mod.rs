@@ -43,9 +43,7 @@ impl From<CatalogError> for AccountError {
         match e {
             CatalogError::UsernameTaken => Self::UsernameTaken,
             CatalogError::UnknownTenant => Self::UnknownTenant,
-            CatalogError::Database(e) => {
-                Self::Unexpected(anyhow::Error::new(e).context("catalog write failed"))
-            }
+            CatalogError::Database(e) => Self::Unexpected(anyhow::Error::new(e).context("catalog write failed")),
         }
     }
 }
@@ -107,21 +105,21 @@ impl Accounts {
         }
     }
 
+    /// Whether the catalog database answers.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.catalog).await.map(drop)
+    }
+
     /// A user of a tenant, or `None` if it no longer exists.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn find(
-        &self,
-        tenant_id: TenantId,
-        user_id: UserId,
-    ) -> Result<Option<User>, AccountError> {
+    pub async fn find(&self, tenant_id: TenantId, user_id: UserId) -> Result<Option<User>, AccountError> {
         catalog::find_user(&self.catalog, tenant_id, user_id)
             .await
-            .map_err(|e| {
-                anyhow::Error::new(e)
-                    .context("catalog lookup failed")
-                    .into()
-            })
+            .map_err(|e| anyhow::Error::new(e).context("catalog lookup failed").into())
     }
 }

@@ -33,8 +33,7 @@ impl PasswordHasher {
     /// # Errors
     /// If argon2 refuses the parameters, which would be a programming error.
     pub fn new() -> Result<Self, PasswordHashError> {
-        let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
-            .map_err(|e| PasswordHashError(e.to_string()))?;
+        let params = Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|e| PasswordHashError(e.to_string()))?;
         let dummy_password = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hash_with(&params, dummy_password.as_bytes())?;
         Ok(Self {
@@ -64,11 +63,9 @@ impl PasswordHasher {
         let known_user = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = spawn_blocking_in_span(move || -> anyhow::Result<bool> {
-            let parsed = PasswordHash::new(&stored)
-                .map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
-            Ok(Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
+            let parsed =
+                PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
+            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await
         .context("verification task failed")??;
@@ -85,9 +82,7 @@ fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordHashErr
 
 /// argon2 is CPU-bound for ~20 ms: run it on the blocking pool so it never stalls the
 /// executor's worker threads, keeping the caller's span for its logs.
-fn spawn_blocking_in_span<R: Send + 'static>(
-    work: impl FnOnce() -> R + Send + 'static,
-) -> tokio::task::JoinHandle<R> {
+fn spawn_blocking_in_span<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> tokio::task::JoinHandle<R> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(work))
 }
@@ -105,22 +100,9 @@ mod tests {
         let hash = hasher.hash("correct-horse".into()).await.unwrap();
 
         // Assert
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
-        assert!(
-            hasher
-                .verify("correct-horse".into(), Some(hash.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("wrong-horse".into(), Some(hash))
-                .await
-                .unwrap()
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(hasher.verify("correct-horse".into(), Some(hash.clone())).await.unwrap());
+        assert!(!hasher.verify("wrong-horse".into(), Some(hash)).await.unwrap());
     }
 
     #[tokio::test]

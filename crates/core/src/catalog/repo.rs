@@ -59,10 +59,7 @@ pub enum CatalogError {
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant.id))]
-pub async fn upsert_tenant(
-    db: impl PgExecutor<'_>,
-    tenant: &TenantConfig,
-) -> Result<(), sqlx::Error> {
+pub async fn upsert_tenant(db: impl PgExecutor<'_>, tenant: &TenantConfig) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO tenant (id, name, description) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description",
@@ -80,10 +77,7 @@ pub async fn upsert_tenant(
 /// # Errors
 /// [`CatalogError::UsernameTaken`], [`CatalogError::UnknownTenant`], or the database error.
 #[tracing::instrument(skip_all, fields(tenant_id = %user.tenant_id))]
-pub async fn insert_user(
-    db: impl PgExecutor<'_>,
-    user: &NewUser<'_>,
-) -> Result<User, CatalogError> {
+pub async fn insert_user(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> Result<User, CatalogError> {
     sqlx::query_as::<_, User>(
         r#"INSERT INTO "user" (tenant_id, username, password, tax_id) VALUES ($1, $2, $3, $4)
            RETURNING id, tenant_id, username, tax_id"#,
@@ -128,13 +122,11 @@ pub async fn find_user(
     tenant_id: TenantId,
     user_id: UserId,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as::<_, User>(
-        r#"SELECT id, tenant_id, username, tax_id FROM "user" WHERE id = $1 AND tenant_id = $2"#,
-    )
-    .bind(user_id)
-    .bind(tenant_id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as::<_, User>(r#"SELECT id, tenant_id, username, tax_id FROM "user" WHERE id = $1 AND tenant_id = $2"#)
+        .bind(user_id)
+        .bind(tenant_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The name of the constraint a database error violated, if any: match on that, not on text.

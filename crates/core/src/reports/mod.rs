@@ -6,9 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use repo::{
-    complete_content, create_report, fail_content, find_content, find_report,
-    finish_report_if_done, list_contents, report_progress, stale_in_progress_contents,
-    touch_content, unfinished_done_reports,
+    complete_content, create_report, fail_content, find_content, find_report, finish_report_if_done, list_contents,
+    report_progress, stale_in_progress_contents, touch_content, unfinished_done_reports,
 };
 
 use crate::ids::{ReportContentId, ReportId, TenantId, UserId};
@@ -58,10 +57,7 @@ impl ReportStatus {
 
     /// What a client sees: final only once the CDC worker has set `finished_at`, so a
     /// `completed` answer always comes with a `finishedAt`.
-    pub fn of_report(
-        finished_at: Option<DateTime<Utc>>,
-        contents: impl IntoIterator<Item = Self>,
-    ) -> Self {
+    pub fn of_report(finished_at: Option<DateTime<Utc>>, contents: impl IntoIterator<Item = Self>) -> Self {
         match finished_at {
             None => Self::InProgress,
             Some(_) => Self::of_contents(contents),
@@ -127,10 +123,7 @@ mod tests {
 
     #[test]
     fn a_report_is_completed_only_when_every_content_completed() {
-        assert_eq!(
-            ReportStatus::of_contents([Completed, Completed, Completed]),
-            Completed
-        );
+        assert_eq!(ReportStatus::of_contents([Completed, Completed, Completed]), Completed);
         assert_eq!(
             ReportStatus::of_contents([Completed, InProgress, Completed]),
             InProgress
@@ -139,14 +132,8 @@ mod tests {
 
     #[test]
     fn a_report_fails_once_every_content_is_final_and_one_failed() {
-        assert_eq!(
-            ReportStatus::of_contents([Completed, Failed, Completed]),
-            Failed
-        );
-        assert_eq!(
-            ReportStatus::of_contents([InProgress, Failed, Completed]),
-            InProgress
-        );
+        assert_eq!(ReportStatus::of_contents([Completed, Failed, Completed]), Failed);
+        assert_eq!(ReportStatus::of_contents([InProgress, Failed, Completed]), InProgress);
     }
 
     #[test]
@@ -157,18 +144,9 @@ mod tests {
     #[test]
     fn a_report_is_in_progress_until_finished_at_is_set() {
         let now = Utc::now();
-        assert_eq!(
-            ReportStatus::of_report(None, [Completed, Completed]),
-            InProgress
-        );
-        assert_eq!(
-            ReportStatus::of_report(Some(now), [Completed, Completed]),
-            Completed
-        );
-        assert_eq!(
-            ReportStatus::of_report(Some(now), [Failed, Completed]),
-            Failed
-        );
+        assert_eq!(ReportStatus::of_report(None, [Completed, Completed]), InProgress);
+        assert_eq!(ReportStatus::of_report(Some(now), [Completed, Completed]), Completed);
+        assert_eq!(ReportStatus::of_report(Some(now), [Failed, Completed]), Failed);
     }
 
     #[test]
@@ -180,10 +158,7 @@ mod tests {
 
     #[test]
     fn statuses_serialize_as_the_spec_writes_them() {
-        assert_eq!(
-            serde_json::to_string(&InProgress).unwrap(),
-            r#""in_progress""#
-        );
+        assert_eq!(serde_json::to_string(&InProgress).unwrap(), r#""in_progress""#);
         assert_eq!(
             serde_json::from_str::<ReportStatus>(r#""completed""#).unwrap(),
             Completed

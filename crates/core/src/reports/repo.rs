@@ -12,7 +12,10 @@ use crate::ids::{ReportContentId, ReportId, TenantId, UserId};
 /// `SELECT <every report_contents column> FROM report_contents <rest>`, as a `&'static str`.
 macro_rules! select_contents {
     ($rest:literal) => {
-        concat!("SELECT id, report_id, source, status, data, created_at, last_run_at FROM report_contents ", $rest)
+        concat!(
+            "SELECT id, report_id, source, status, data, created_at, last_run_at FROM report_contents ",
+            $rest
+        )
     };
 }
 
@@ -103,10 +106,7 @@ pub async fn report_progress(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(report_id = %report_id))]
-pub async fn list_contents(
-    db: impl PgExecutor<'_>,
-    report_id: ReportId,
-) -> Result<Vec<ReportContent>, sqlx::Error> {
+pub async fn list_contents(db: impl PgExecutor<'_>, report_id: ReportId) -> Result<Vec<ReportContent>, sqlx::Error> {
     sqlx::query_as::<_, ReportContent>(select_contents!("WHERE report_id = $1 ORDER BY source"))
         .bind(report_id)
         .fetch_all(db)
@@ -118,10 +118,7 @@ pub async fn list_contents(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(content_id = %id))]
-pub async fn find_content(
-    db: impl PgExecutor<'_>,
-    id: ReportContentId,
-) -> Result<Option<ReportContent>, sqlx::Error> {
+pub async fn find_content(db: impl PgExecutor<'_>, id: ReportContentId) -> Result<Option<ReportContent>, sqlx::Error> {
     sqlx::query_as::<_, ReportContent>(select_contents!("WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
@@ -135,16 +132,11 @@ pub async fn find_content(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(content_id = %id))]
-pub async fn touch_content(
-    db: impl PgExecutor<'_>,
-    id: ReportContentId,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE report_contents SET last_run_at = now() WHERE id = $1 AND status = 'in_progress'",
-    )
-    .bind(id)
-    .execute(db)
-    .await?;
+pub async fn touch_content(db: impl PgExecutor<'_>, id: ReportContentId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE report_contents SET last_run_at = now() WHERE id = $1 AND status = 'in_progress'")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -154,11 +146,7 @@ pub async fn touch_content(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(content_id = %id))]
-pub async fn complete_content(
-    db: impl PgExecutor<'_>,
-    id: ReportContentId,
-    data: &str,
-) -> Result<bool, sqlx::Error> {
+pub async fn complete_content(db: impl PgExecutor<'_>, id: ReportContentId, data: &str) -> Result<bool, sqlx::Error> {
     finalize_content(db, id, ReportStatus::Completed, data).await
 }
 
@@ -167,11 +155,7 @@ pub async fn complete_content(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(content_id = %id))]
-pub async fn fail_content(
-    db: impl PgExecutor<'_>,
-    id: ReportContentId,
-    reason: &str,
-) -> Result<bool, sqlx::Error> {
+pub async fn fail_content(db: impl PgExecutor<'_>, id: ReportContentId, reason: &str) -> Result<bool, sqlx::Error> {
     finalize_content(db, id, ReportStatus::Failed, reason).await
 }
 
@@ -244,10 +228,7 @@ pub async fn stale_in_progress_contents(
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all)]
-pub async fn unfinished_done_reports(
-    db: impl PgExecutor<'_>,
-    limit: i64,
-) -> Result<Vec<ReportId>, sqlx::Error> {
+pub async fn unfinished_done_reports(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<ReportId>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT r.id FROM report r
          WHERE r.finished_at IS NULL

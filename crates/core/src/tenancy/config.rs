@@ -142,13 +142,10 @@ pub fn parse_tenants_config(json: &str) -> Result<Vec<TenantConfig>, TenantsConf
     let mut databases = HashSet::new();
     let mut tenants = Vec::with_capacity(raw.len());
     for (index, entry) in raw.into_iter().enumerate() {
-        let id: TenantId = entry
-            .id
-            .parse()
-            .map_err(|_| TenantsConfigError::InvalidId {
-                index,
-                id: entry.id.clone(),
-            })?;
+        let id: TenantId = entry.id.parse().map_err(|_| TenantsConfigError::InvalidId {
+            index,
+            id: entry.id.clone(),
+        })?;
         if !ids.insert(id) {
             return Err(TenantsConfigError::DuplicateId { index, id });
         }
@@ -193,9 +190,7 @@ mod tests {
     const T2: &str = "00000000-0000-4000-8000-000000000002";
 
     fn entry(id: &str, db: &str) -> String {
-        format!(
-            r#"{{"id":"{id}","name":"n-{db}","databaseUrl":"postgres://u:secret@127.0.0.1:5432/{db}"}}"#
-        )
+        format!(r#"{{"id":"{id}","name":"n-{db}","databaseUrl":"postgres://u:secret@127.0.0.1:5432/{db}"}}"#)
     }
 
     #[test]
@@ -223,35 +218,24 @@ mod tests {
 
     #[test]
     fn an_empty_registry_is_refused() {
-        assert!(matches!(
-            parse_tenants_config("[]"),
-            Err(TenantsConfigError::Empty)
-        ));
+        assert!(matches!(parse_tenants_config("[]"), Err(TenantsConfigError::Empty)));
     }
 
     #[test]
     fn a_non_uuid_id_is_refused() {
         let err = parse_tenants_config(&format!("[{}]", entry("t1", "a"))).unwrap_err();
-        assert!(
-            matches!(err, TenantsConfigError::InvalidId { index: 0, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, TenantsConfigError::InvalidId { index: 0, .. }), "{err}");
     }
 
     #[test]
     fn duplicate_ids_are_refused() {
-        let err =
-            parse_tenants_config(&format!("[{},{}]", entry(T1, "a"), entry(T1, "b"))).unwrap_err();
-        assert!(
-            matches!(err, TenantsConfigError::DuplicateId { index: 1, .. }),
-            "{err}"
-        );
+        let err = parse_tenants_config(&format!("[{},{}]", entry(T1, "a"), entry(T1, "b"))).unwrap_err();
+        assert!(matches!(err, TenantsConfigError::DuplicateId { index: 1, .. }), "{err}");
     }
 
     #[test]
     fn two_tenants_on_one_database_are_refused() {
-        let err =
-            parse_tenants_config(&format!("[{},{}]", entry(T1, "a"), entry(T2, "a"))).unwrap_err();
+        let err = parse_tenants_config(&format!("[{},{}]", entry(T1, "a"), entry(T2, "a"))).unwrap_err();
         assert!(
             matches!(err, TenantsConfigError::SharedDatabase { index: 1, .. }),
             "{err}"
@@ -277,8 +261,7 @@ mod tests {
     #[test]
     fn errors_and_debug_output_never_show_the_password() {
         // Arrange: a URL with a password but a wrong scheme, and a valid one
-        let bad =
-            format!(r#"[{{"id":"{T1}","name":"t1","databaseUrl":"mysql://u:hunter2@h/db"}}]"#);
+        let bad = format!(r#"[{{"id":"{T1}","name":"t1","databaseUrl":"mysql://u:hunter2@h/db"}}]"#);
         let good = format!("[{}]", entry(T1, "lqdty_t1"));
 
         // Act
@@ -294,9 +277,6 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused_so_typos_do_not_pass_silently() {
         let json = format!(r#"[{{"id":"{T1}","name":"t1","databaseURL":"postgres://h/db"}}]"#);
-        assert!(matches!(
-            parse_tenants_config(&json),
-            Err(TenantsConfigError::Json(_))
-        ));
+        assert!(matches!(parse_tenants_config(&json), Err(TenantsConfigError::Json(_))));
     }
 }

@@ -1,0 +1,136 @@
+//! The one error type of resolvers, and how it reaches clients.
+//!
+//! Every error carries `extensions.code`. Internal errors are logged here, once, with their
+//! whole cause chain, and reach the client only as an opaque message: never SQL, driver text,
+//! hostnames or stack traces.
+
+use async_graphql::ErrorExtensions as _;
+use liquidity_core::accounts::AccountError;
+use liquidity_core::tenancy::TenancyError;
+
+/// One invalid input field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The GraphQL name of the field (`taxId`, not `tax_id`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a resolver can fail with. Deliberately not `Display`, so that the only way into an
+/// `async_graphql::Error` is the `From` below, which sets the code.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `BAD_USER_INPUT`: every violation at once, per field.
+    BadUserInput(Vec<FieldViolation>),
+    /// `UNAUTHENTICATED`: no, invalid or expired token, or wrong credentials.
+    Unauthenticated(&'static str),
+    /// `CONFLICT`: e.g. the username is taken.
+    Conflict(&'static str),
+    /// `NOT_FOUND`: also for things that exist but belong to someone else.
+    NotFound(&'static str),
+    /// `INTERNAL`: logged with its cause chain, opaque to the client.
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// One invalid field.
+    pub fn bad_field(field: &str, message: &str) -> Self {
+        Self::BadUserInput(vec![FieldViolation::new(field, message)])
+    }
+
+    /// An unexpected failure, with context for the log.
+    pub fn internal(error: impl Into<anyhow::Error>, context: &'static str) -> Self {
+        Self::Internal(error.into().context(context))
+    }
+
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput(_) => "BAD_USER_INPUT",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Conflict(_) => "CONFLICT",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        let code = error.code();
+        match error {
+            ApiError::BadUserInput(violations) => {
+                let fields: Vec<async_graphql::Value> = violations
+                    .iter()
+                    .map(|v| {
+                        let mut field = async_graphql::indexmap::IndexMap::new();
+                        field.insert(async_graphql::Name::new("field"), v.field.clone().into());
+                        field.insert(async_graphql::Name::new("message"), v.message.clone().into());
+                        async_graphql::Value::Object(field)
+                    })
+                    .collect();
+                let names: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+                async_graphql::Error::new(format!("invalid input: {}", names.join(", "))).extend_with(|_, ext| {
+                    ext.set("code", code);
+                    ext.set("fields", fields);
+                })
+            }
+            ApiError::Unauthenticated(message) | ApiError::Conflict(message) | ApiError::NotFound(message) => {
+                async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error.cause_chain = ?e, error.message = %e, "internal error");
+                async_graphql::Error::new("internal error").extend_with(|_, ext| ext.set("code", code))
+            }
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::UsernameTaken => Self::Conflict("username is taken"),
+            AccountError::UnknownTenant => Self::bad_field("tenantId", "unknown tenant"),
+            AccountError::InvalidCredentials => Self::Unauthenticated("invalid username or password"),
+            AccountError::Unexpected(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            // A verified token naming a tenant that has since left the registry.
+            TenancyError::UnknownTenant(_) => Self::Unauthenticated("the token's tenant does not exist"),
+            connect @ TenancyError::Connect { .. } => Self::internal(connect, "tenant database unavailable"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e, "database query failed")
+    }
+}
+
+impl From<garde::Report> for ApiError {
+    fn from(report: garde::Report) -> Self {
+        Self::BadUserInput(
+            report
+                .iter()
+                .map(|(path, error)| FieldViolation::new(path.to_string(), error.message()))
+                .collect(),
+        )
+    }
+}

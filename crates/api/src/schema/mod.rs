@@ -1,0 +1,89 @@
+//! The GraphQL schema, buildable without HTTP.
+
+mod reports;
+mod users;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use liquidity_core::accounts::Accounts;
+use liquidity_core::tenancy::TenantRegistry;
+
+use crate::auth::{Auth, Claims, TokenService};
+use crate::error::ApiError;
+
+/// Deepest selection we execute. Our deepest legitimate query (`report { contents { id } }`)
+/// is 3 levels; introspection queries from GraphiQL need about 8.
+pub const MAX_DEPTH: usize = 12;
+
+/// Most expensive query we execute (every selected field costs 1).
+pub const MAX_COMPLEXITY: usize = 250;
+
+/// What resolvers need; attached to the schema once.
+#[derive(Clone)]
+pub struct ApiDeps {
+    /// Registration and login against the catalog.
+    pub accounts: Accounts,
+    /// Tenant id -> pool of that tenant's database.
+    pub registry: Arc<TenantRegistry>,
+    /// JWT issuing.
+    pub tokens: TokenService,
+}
+
+/// Queries of every module.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(users::UsersQuery, reports::ReportsQuery);
+
+/// Mutations of every module.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(users::UsersMutation, reports::ReportsMutation);
+
+/// The executable schema.
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema with its dependencies. Each request must carry an [`Auth`] as request data.
+pub fn build_schema(deps: ApiDeps) -> AppSchema {
+    builder().data(deps).finish()
+}
+
+/// The SDL of the schema, as committed in `schema.graphql`.
+pub fn schema_sdl() -> String {
+    builder().finish().sdl()
+}
+
+fn deps<'a>(ctx: &Context<'a>) -> Result<&'a ApiDeps, ApiError> {
+    ctx.data::<ApiDeps>()
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("ApiDeps missing from the schema")))
+}
+
+/// The verified claims of the caller, or `UNAUTHENTICATED`.
+fn claims<'a>(ctx: &Context<'a>) -> Result<&'a Claims, ApiError> {
+    match ctx.data_opt::<Auth>() {
+        Some(Auth::User(claims)) => Ok(claims),
+        Some(Auth::Invalid) => Err(ApiError::Unauthenticated("invalid or expired token")),
+        Some(Auth::Anonymous) | None => Err(ApiError::Unauthenticated("a Bearer token is required")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_schema_matches_the_code() {
+        // `liquidity schema > schema.graphql` regenerates the file after a deliberate change.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema.graphql");
+        let committed = std::fs::read_to_string(path).expect("schema.graphql at the workspace root");
+        assert_eq!(
+            committed.trim(),
+            super::schema_sdl().trim(),
+            "schema.graphql is out of date: run `cargo run -q --bin liquidity -- schema > schema.graphql`"
+        );
+    }
+}

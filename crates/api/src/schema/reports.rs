@@ -1,0 +1,160 @@
+//! `startReport`, `reportStatus`, `report`.
+
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use liquidity_core::ReportId;
+use liquidity_core::reports::{self, REPORT_SOURCES};
+
+use super::{claims, deps};
+use crate::error::ApiError;
+
+/// Where a report, or one of its contents, stands.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(rename_items = "snake_case")]
+pub enum ReportStatus {
+    /// Sources are still being fetched.
+    InProgress,
+    /// Every source delivered.
+    Completed,
+    /// Every source is done and at least one could not deliver.
+    Failed,
+}
+
+impl From<reports::ReportStatus> for ReportStatus {
+    fn from(status: reports::ReportStatus) -> Self {
+        match status {
+            reports::ReportStatus::InProgress => Self::InProgress,
+            reports::ReportStatus::Completed => Self::Completed,
+            reports::ReportStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// The id of a report that was just started.
+#[derive(SimpleObject)]
+pub struct StartReportPayload {
+    report_id: ID,
+}
+
+/// The status of a report.
+#[derive(SimpleObject)]
+pub struct ReportStatusPayload {
+    status: ReportStatus,
+}
+
+/// A report with the content of every source.
+#[derive(SimpleObject)]
+pub struct Report {
+    id: ID,
+    tenant_id: ID,
+    user_id: ID,
+    /// `completed` or `failed` only once `finishedAt` is set.
+    status: ReportStatus,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    contents: Vec<ReportContent>,
+}
+
+/// What one source delivered.
+#[derive(SimpleObject)]
+pub struct ReportContent {
+    id: ID,
+    source: String,
+    status: ReportStatus,
+    /// The source's JSON document once completed; the reason once failed.
+    data: Option<String>,
+    created_at: DateTime<Utc>,
+    last_run_at: DateTime<Utc>,
+}
+
+impl From<reports::ReportContent> for ReportContent {
+    fn from(content: reports::ReportContent) -> Self {
+        Self {
+            id: content.id.to_string().into(),
+            source: content.source,
+            status: content.status.into(),
+            data: content.data,
+            created_at: content.created_at,
+            last_run_at: content.last_run_at,
+        }
+    }
+}
+
+fn report_id(id: &ID) -> Result<ReportId, ApiError> {
+    id.parse().map_err(|_| ApiError::bad_field("id", "must be a UUID"))
+}
+
+const REPORT_NOT_FOUND: ApiError = ApiError::NotFound("report not found");
+
+#[derive(Default)]
+pub struct ReportsQuery;
+
+#[Object]
+impl ReportsQuery {
+    /// The status of one of the caller's reports.
+    async fn report_status(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ReportStatusPayload> {
+        let claims = claims(ctx)?;
+        let report_id = report_id(&id)?;
+        let pool = deps(ctx)?
+            .registry
+            .pool(claims.tenant_id)
+            .await
+            .map_err(ApiError::from)?;
+        let progress = reports::report_progress(pool, claims.tenant_id, claims.user_id, report_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(REPORT_NOT_FOUND)?;
+        Ok(ReportStatusPayload {
+            status: progress.status().into(),
+        })
+    }
+
+    /// One of the caller's reports with every source's content.
+    async fn report(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Report> {
+        let claims = claims(ctx)?;
+        let report_id = report_id(&id)?;
+        let pool = deps(ctx)?
+            .registry
+            .pool(claims.tenant_id)
+            .await
+            .map_err(ApiError::from)?;
+        let report = reports::find_report(pool, claims.tenant_id, claims.user_id, report_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(REPORT_NOT_FOUND)?;
+        let contents = reports::list_contents(pool, report.id).await.map_err(ApiError::from)?;
+        let status = reports::ReportStatus::of_report(report.finished_at, contents.iter().map(|c| c.status));
+        Ok(Report {
+            id: report.id.to_string().into(),
+            tenant_id: report.tenant_id.to_string().into(),
+            user_id: report.user_id.to_string().into(),
+            status: status.into(),
+            started_at: report.started_at,
+            finished_at: report.finished_at,
+            contents: contents.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct ReportsMutation;
+
+#[Object]
+impl ReportsMutation {
+    /// Starts a report for the caller: one content per source, fetched in the background.
+    async fn start_report(&self, ctx: &Context<'_>) -> async_graphql::Result<StartReportPayload> {
+        let claims = claims(ctx)?;
+        let pool = deps(ctx)?
+            .registry
+            .pool(claims.tenant_id)
+            .await
+            .map_err(ApiError::from)?;
+        let report_id = reports::create_report(pool, claims.tenant_id, claims.user_id, &REPORT_SOURCES)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(%report_id, "report started");
+        Ok(StartReportPayload {
+            report_id: report_id.to_string().into(),
+        })
+    }
+}

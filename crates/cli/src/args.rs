@@ -1,0 +1,131 @@
+//! Command line and environment. Every option can be given as a flag or as the environment
+//! variable named in `--help`; values of secret variables are never echoed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use liquidity_core::db;
+use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+/// Liquidity: multi-tenant report generation.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One subcommand per process role; each role scales by running more replicas.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (POST /graphql, GraphiQL on GET /graphql).
+    Api(ApiArgs),
+    /// Migrate the catalog and every tenant database of TENANTS_CONFIG, and register the
+    /// tenants in the catalog. Idempotent.
+    Migrate(MigrateArgs),
+    /// List the tenant registry: id, name, database, and whether it is reachable.
+    Tenants(TenancyArgs),
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
+}
+
+/// Logging.
+#[derive(Args)]
+pub struct LogArgs {
+    /// Log filter, `tracing` EnvFilter syntax (e.g. `info` or `info,liquidity_api=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info,sqlx=warn", global = true)]
+    pub log_level: String,
+    /// `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// The tenant registry.
+#[derive(Args)]
+pub struct TenancyArgs {
+    /// JSON array of tenants: `[{"id":"<uuid>","name":"t1","description":"...",
+    /// "databaseUrl":"postgres://...","maxConnections":10}]`.
+    #[arg(long, env = "TENANTS_CONFIG", hide_env_values = true)]
+    pub tenants_config: String,
+    /// How long a request waits for a free tenant connection before failing.
+    #[arg(long, env = "TENANT_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub tenant_acquire_timeout: Duration,
+}
+
+impl TenancyArgs {
+    /// The validated registry; no connection is opened yet.
+    pub fn registry(&self) -> anyhow::Result<Arc<TenantRegistry>> {
+        let tenants = parse_tenants_config(&self.tenants_config)?;
+        let settings = PoolSettings {
+            acquire_timeout: self.tenant_acquire_timeout,
+            ..PoolSettings::default()
+        };
+        Ok(Arc::new(TenantRegistry::new(tenants, settings)))
+    }
+}
+
+/// The catalog database.
+#[derive(Args)]
+pub struct CatalogArgs {
+    /// URL of the catalog database (tenants, users).
+    #[arg(long, env = "CATALOG_DATABASE_URL", hide_env_values = true)]
+    pub catalog_database_url: String,
+    /// Pool size of the catalog in this process.
+    #[arg(long, env = "CATALOG_MAX_CONNECTIONS", default_value_t = 10)]
+    pub catalog_max_connections: u32,
+}
+
+impl CatalogArgs {
+    /// A lazily connecting pool of the catalog.
+    pub fn pool(&self) -> anyhow::Result<PgPool> {
+        let options = db::parse_database_url(&self.catalog_database_url).context("CATALOG_DATABASE_URL is invalid")?;
+        Ok(db::catalog_pool(
+            options,
+            self.catalog_max_connections,
+            Duration::from_secs(5),
+        ))
+    }
+}
+
+/// `liquidity api`.
+#[derive(Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// HS256 signing secret of the JWTs, at least 32 bytes.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: SecretString,
+    /// Lifetime of issued tokens (`1h`, `15m`...).
+    #[arg(long, env = "JWT_TTL", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub jwt_ttl: Duration,
+}
+
+/// `liquidity migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+}

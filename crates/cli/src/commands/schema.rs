@@ -1,0 +1,6 @@
+//! `liquidity schema`: the SDL on stdout.
+
+pub fn run() -> anyhow::Result<()> {
+    print!("{}", liquidity_api::schema_sdl());
+    Ok(())
+}
