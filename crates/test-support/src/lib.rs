@@ -1,1 +1,230 @@
-//! Test helpers.
+//! Helpers for tests against the real stack (`scripts/test.sh` brings it up).
+//!
+//! Every test run gets databases of its own, named `lqt_<random>_*`, migrated on creation and
+//! dropped when the [`TestDatabases`] value is dropped, also when the test panics.
+//!
+//! # Layout
+//! - [`TestDatabases`]: a fresh catalog plus N tenant databases and their `TENANTS_CONFIG`.
+//! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`init_tracing`]: quiet test logs unless `TEST_LOG` is set.
+
+use std::future::Future;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use liquidity_core::TenantId;
+use liquidity_core::db::{CATALOG_MIGRATOR, TENANT_MIGRATOR};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
+
+/// Admin URL of the test stack's PostgreSQL (`postgres` database), overridable with
+/// `LQDTY_TEST_PG_ADMIN_URL`.
+pub fn admin_url() -> String {
+    std::env::var("LQDTY_TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55442/postgres".to_owned())
+}
+
+/// A URL of the test server for another database.
+pub fn database_url(database: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{database}")
+}
+
+/// One tenant of a [`TestDatabases`].
+#[derive(Clone, Debug)]
+pub struct TestTenant {
+    /// Fresh random tenant id.
+    pub id: TenantId,
+    /// `t1`, `t2`...
+    pub name: String,
+    /// The tenant's own database.
+    pub database: String,
+    /// URL of that database.
+    pub url: String,
+}
+
+/// A fresh, migrated catalog database and `n` tenant databases, dropped on drop.
+pub struct TestDatabases {
+    /// Name of the catalog database.
+    pub catalog: String,
+    /// The tenants, in order `t1..tn`.
+    pub tenants: Vec<TestTenant>,
+    names: Vec<String>,
+}
+
+impl TestDatabases {
+    /// Creates and migrates the databases; the tenants are registered in the catalog.
+    ///
+    /// # Panics
+    /// When the test stack's PostgreSQL is not reachable: run the tests with `scripts/test.sh`.
+    pub async fn create(tenant_count: usize, max_connections: u32) -> Self {
+        let prefix = format!("lqt_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let catalog = format!("{prefix}_catalog");
+        let tenants: Vec<TestTenant> = (1..=tenant_count)
+            .map(|i| {
+                let database = format!("{prefix}_t{i}");
+                TestTenant {
+                    id: TenantId::new_random(),
+                    name: format!("t{i}"),
+                    url: database_url(&database),
+                    database,
+                }
+            })
+            .collect();
+        let mut names = vec![catalog.clone()];
+        names.extend(tenants.iter().map(|t| t.database.clone()));
+        let this = Self {
+            catalog,
+            tenants,
+            names,
+        };
+
+        let mut admin = admin_connection().await;
+        for name in &this.names {
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                .await
+                .expect("create test database");
+        }
+        let mut catalog = PgConnection::connect(&this.catalog_url())
+            .await
+            .expect("connect to test catalog");
+        CATALOG_MIGRATOR.run(&mut catalog).await.expect("migrate test catalog");
+        let registry = liquidity_core::tenancy::parse_tenants_config(&this.tenants_config(max_connections))
+            .expect("valid test TENANTS_CONFIG");
+        for (tenant, config) in this.tenants.iter().zip(&registry) {
+            liquidity_core::catalog::upsert_tenant(&mut catalog, config)
+                .await
+                .expect("register test tenant");
+            let mut conn = PgConnection::connect(&tenant.url)
+                .await
+                .expect("connect to test tenant");
+            TENANT_MIGRATOR.run(&mut conn).await.expect("migrate test tenant");
+        }
+        this
+    }
+
+    /// URL of the catalog database.
+    pub fn catalog_url(&self) -> String {
+        database_url(&self.catalog)
+    }
+
+    /// The `TENANTS_CONFIG` JSON of these tenants.
+    pub fn tenants_config(&self, max_connections: u32) -> String {
+        let entries: Vec<serde_json::Value> = self
+            .tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id, "name": t.name, "description": format!("test tenant {}", t.name),
+                    "databaseUrl": t.url, "maxConnections": max_connections,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(entries).to_string()
+    }
+
+    /// A direct connection to one tenant's database, for assertions.
+    pub async fn connect(&self, tenant: usize) -> PgConnection {
+        PgConnection::connect(&self.tenants[tenant].url)
+            .await
+            .expect("connect to test tenant")
+    }
+}
+
+impl Drop for TestDatabases {
+    fn drop(&mut self) {
+        // Drop cannot await, and may run on a runtime thread: do the cleanup on a thread of
+        // its own with a runtime of its own.
+        let names = std::mem::take(&mut self.names);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(drop_databases(names));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn drop_databases(names: Vec<String>) {
+    let mut admin = admin_connection().await;
+    // Replication slots (Debezium's) pin a database: they must go first.
+    let _ = sqlx::query(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = ANY($1) AND active",
+    )
+    .bind(&names)
+    .execute(&mut admin)
+    .await;
+    for _ in 0..50 {
+        let dropped = sqlx::query(
+            "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE database = ANY($1) AND NOT active",
+        )
+        .bind(&names)
+        .execute(&mut admin)
+        .await;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1)")
+            .bind(&names)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap_or(0);
+        if dropped.is_ok() && left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in names {
+        if let Err(e) = admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+            )))
+            .await
+        {
+            eprintln!("could not drop test database {name}: {e}");
+        }
+    }
+}
+
+async fn admin_connection() -> PgConnection {
+    let options: PgConnectOptions = admin_url().parse().expect("LQDTY_TEST_PG_ADMIN_URL is a postgres URL");
+    options.connect().await.unwrap_or_else(|e| {
+        panic!(
+            "test PostgreSQL unreachable at {} ({e}); run the tests with scripts/test.sh",
+            admin_url()
+        )
+    })
+}
+
+/// Polls `condition` every 50 ms until it is true or `timeout` passes.
+///
+/// # Panics
+/// With `what` in the message when the condition did not hold in time.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Test logs go to the test writer, and only when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
+pub fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
+}
