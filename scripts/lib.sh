@@ -34,6 +34,14 @@ proc_start() {
   set -- $stat
   echo "${20}"
 }
+# running PID: alive and not a zombie. An orphan's exit is reaped by whatever runs as pid 1, which
+# may take seconds (it does in some sandboxes); a zombie has already exited.
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
 cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
 # pid_of PIDFILE: the pid recorded in PIDFILE (empty if none)
 pid_of() { if [ -s "$1" ]; then awk 'NR == 1 { print $1 }' "$1"; fi; }
@@ -43,7 +51,7 @@ alive() {
   local file=$1 pat=$2 pid start
   [ -s "$file" ] || return 1
   read -r pid start <"$file" || true
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && running "$pid" || return 1
   if [ -n "${start:-}" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
   case "$(cmdline_of "$pid")" in *"$pat"*) return 0 ;; *) return 1 ;; esac
 }
@@ -71,13 +79,13 @@ stop_pid() {
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < t * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     log "$name did not stop within ${t}s: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for ((i = 0; i < 50; i++)); do running "$pid" || break; sleep 0.1; done
   fi
   rm -f "$file"
 }

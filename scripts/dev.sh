@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# dev.sh - run the whole of Liquidity locally: the dev stack (scripts/stack.sh), the CDC relay and
+# the four services of the `liquidity` binary (sources, workflow-worker, cdc-worker, api).
+#
+# usage: scripts/dev.sh up|down|status|logs [NAME]
+#   up       install what is missing, start everything that is not running, print the URLs and a
+#            curl walk-through (register, login, me, startReport, reportStatus, report)
+#   down     stop the services, the relay and the dev stack
+#   status   what runs, with pid, port and memory
+#   logs     follow all logs, or only NAME's (api, cdc-worker, workflow-worker, sources, relay,
+#            postgres, pubsub, temporal)
+#
+# LQDTY_BIN=/path/to/liquidity uses a prebuilt binary instead of `cargo build` (debug profile).
+# Configuration of the services comes from .stack/dev/app.env, written on the first `up` (demo
+# tenants t1..t3 with fixed ids, a random JWT secret kept across runs). Edit it freely; delete it to
+# regenerate (that also rotates JWT_SECRET, invalidating issued tokens).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export LQDTY_STACK=dev
+LOG_TAG="dev"
+
+STACK="$LQDTY_ROOT/scripts/stack.sh"
+STATE=$LQDTY_STATE_ROOT/dev
+RUN=$STATE/run
+LOGS=$STATE/logs
+APP_ENV=$STATE/app.env
+# LQDTY_BIN: use this (prebuilt) binary and skip `cargo build`
+BIN=${LQDTY_BIN:-$LQDTY_ROOT/target/debug/liquidity}
+# start order; stopped in reverse
+SERVICES=(sources workflow-worker cdc-worker api)
+API_ADDR=127.0.0.1:8080
+
+T1_ID=00000000-0000-4000-8000-000000000001
+T2_ID=00000000-0000-4000-8000-000000000002
+T3_ID=00000000-0000-4000-8000-000000000003
+
+write_app_env() {
+  local pg="postgres://postgres:postgres@127.0.0.1:${PG_PORT:-55432}" secret
+  secret=$(head -c 48 /dev/urandom | base64 -w 0)
+  mkdir -p "$STATE"
+  (
+    umask 077
+    cat >"$APP_ENV" <<EOF
+# Liquidity local services (scripts/dev.sh). Written once by dev.sh; edit freely, delete to regenerate.
+# Sourced by bash with \`set -a\`: KEY='value', no spaces around =. See .env.example for every variable.
+TENANTS_CONFIG='[{"id":"$T1_ID","name":"t1","description":"Demo tenant 1","databaseUrl":"$pg/lqdty_t1","maxConnections":10},{"id":"$T2_ID","name":"t2","description":"Demo tenant 2","databaseUrl":"$pg/lqdty_t2","maxConnections":10},{"id":"$T3_ID","name":"t3","description":"Demo tenant 3","databaseUrl":"$pg/lqdty_t3","maxConnections":10}]'
+CATALOG_DATABASE_URL='$pg/catalog'
+JWT_SECRET='$secret'
+LISTEN_ADDR='$API_ADDR'
+SOURCES_CONFIG='{"source_1":"http://127.0.0.1:9101","source_2":"http://127.0.0.1:9102","source_3":"http://127.0.0.1:9103"}'
+PUBSUB_EMULATOR_HOST='127.0.0.1:${PUBSUB_PORT:-8085}'
+PUBSUB_PROJECT='lqdty-local'
+PUBSUB_TOPIC='tenant-cdc'
+PUBSUB_SUBSCRIPTION='tenant-cdc-worker'
+PUBSUB_DLQ_TOPIC='tenant-cdc-dlq'
+TEMPORAL_ADDRESS='http://127.0.0.1:${TEMPORAL_PORT:-7233}'
+LOG_FORMAT='text'
+EOF
+  )
+  log "wrote $APP_ENV (demo tenants, new JWT_SECRET)"
+}
+
+load_app_env() {
+  [ -f "$APP_ENV" ] || write_app_env
+  set -a
+  # shellcheck disable=SC1090 # generated file
+  source "$APP_ENV"
+  set +a
+}
+
+svc_pid() { echo "$RUN/app-$1.pid"; }
+svc_pat() { echo "$BIN $1"; }
+svc_alive() { alive "$(svc_pid "$1")" "$(svc_pat "$1")"; }
+
+start_service() {
+  local name=$1 pidf
+  pidf=$(svc_pid "$name")
+  if svc_alive "$name"; then
+    # a rebuilt binary is not picked up by a running process: say so instead of restarting it
+    if [ "$BIN" -nt "$pidf" ]; then
+      log "$name already running (pid $(pid_of "$pidf")) on an older build: 'scripts/dev.sh down && scripts/dev.sh up' to restart"
+    else
+      log "$name already running (pid $(pid_of "$pidf"))"
+    fi
+    return 0
+  fi
+  if [ "$name" = api ] && port_open "${API_ADDR##*:}"; then
+    die "$API_ADDR is already in use by a process dev.sh did not start; stop it first"
+  fi
+  spawn "$pidf" "$LOGS/$name.log" "$BIN" "$name"
+  log "started $name (pid $(pid_of "$pidf"), log $LOGS/$name.log)"
+}
+
+wait_api() {
+  local end=$(($(date +%s) + 90))
+  until curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; do
+    if ! svc_alive api; then
+      tail -n 30 "$LOGS/api.log" >&2 || true
+      die "api exited; log: $LOGS/api.log"
+    fi
+    [ "$(date +%s)" -lt "$end" ] || { tail -n 30 "$LOGS/api.log" >&2 || true; die "api not healthy after 90s; log: $LOGS/api.log"; }
+    sleep 0.2
+  done
+}
+
+print_info() {
+  cat <<EOF
+
+Liquidity is up (dev stack).
+  GraphQL       POST http://$API_ADDR/graphql   (header: Authorization: Bearer <token>)
+  GraphiQL      http://$API_ADDR/graphql  (open in a browser)
+  Temporal UI   http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
+  Pub/Sub       emulator 127.0.0.1:${PUBSUB_PORT:-8085}, project lqdty-local, topic tenant-cdc -> subscription tenant-cdc-worker
+  PostgreSQL    postgres://postgres:postgres@127.0.0.1:${PG_PORT:-55432}/catalog  (tenants: lqdty_t1, lqdty_t2, lqdty_t3)
+  Logs          $LOGS   (scripts/dev.sh logs [name])
+  Config        $APP_ENV
+  Demo tenants  t1 $T1_ID   t2 $T2_ID   t3 $T3_ID
+
+Try it (needs curl and jq; paste line by line):
+EOF
+  cat <<'EOF'
+  API=http://127.0.0.1:8080/graphql
+  curl -s "$API" -H 'content-type: application/json' -d "$(jq -nc '{query: "mutation($i: RegisterInput!) { register(input: $i) { user { id tenantId username taxId } token } }", variables: {i: {tenantId: "00000000-0000-4000-8000-000000000001", username: "alice", password: "correct-horse-battery", taxId: "TAX-0001"}}}')" | jq .
+  TOKEN=$(curl -s "$API" -H 'content-type: application/json' -d "$(jq -nc '{query: "mutation($i: LoginInput!) { login(input: $i) { token } }", variables: {i: {username: "alice", password: "correct-horse-battery"}}}')" | jq -r .data.login.token)
+  curl -s "$API" -H 'content-type: application/json' -H "Authorization: Bearer $TOKEN" -d '{"query":"{ me { id tenantId username taxId } }"}' | jq .
+  REPORT=$(curl -s "$API" -H 'content-type: application/json' -H "Authorization: Bearer $TOKEN" -d '{"query":"mutation { startReport { reportId } }"}' | jq -r .data.startReport.reportId); echo "report $REPORT"
+  for i in $(seq 60); do S=$(curl -s "$API" -H 'content-type: application/json' -H "Authorization: Bearer $TOKEN" -d "$(jq -nc --arg id "$REPORT" '{query: "query($id: ID!) { reportStatus(id: $id) { status } }", variables: {id: $id}}')" | jq -r '.data.reportStatus.status | ascii_downcase'); echo "status: $S"; [ "$S" = in_progress ] || break; sleep 5; done
+  curl -s "$API" -H 'content-type: application/json' -H "Authorization: Bearer $TOKEN" -d "$(jq -nc --arg id "$REPORT" '{query: "query($id: ID!) { report(id: $id) { id tenantId userId status startedAt finishedAt contents { id source status data createdAt lastRunAt } } }", variables: {id: $id}}')" | jq .
+EOF
+}
+
+cmd_up() {
+  local t0 t1 cold=warm
+  t0=$(now)
+  mkdir -p "$RUN" "$LOGS"
+  "$STACK" is-up || cold=cold
+  t1=$(now)
+  "$STACK" up
+  log "stack ($cold) in $(since "$t1")s"
+
+  if [ -z "${LQDTY_BIN:-}" ]; then
+    need cargo
+    t1=$(now)
+    log "cargo build --locked --bin liquidity"
+    (cd "$LQDTY_ROOT" && cargo build --locked --bin liquidity)
+    log "build in $(since "$t1")s"
+  fi
+  [ -x "$BIN" ] || die "binary not found: $BIN"
+
+  load_app_env
+  t1=$(now)
+  "$BIN" migrate
+  log "migrate in $(since "$t1")s"
+
+  t1=$(now)
+  "$STACK" relay-up
+  log "relay in $(since "$t1")s"
+
+  t1=$(now)
+  local s
+  for s in "${SERVICES[@]}"; do start_service "$s"; done
+  wait_api
+  log "services in $(since "$t1")s; api healthy"
+  print_info
+  log "dev up ($cold stack) in $(since "$t0")s"
+}
+
+cmd_down() {
+  local i
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    stop_pid "${SERVICES[$i]}" "$(svc_pid "${SERVICES[$i]}")" "$(svc_pat "${SERVICES[$i]}")" 30
+  done
+  "$STACK" relay-down
+  "$STACK" down
+}
+
+cmd_status() {
+  "$STACK" status
+  local s pidf
+  for s in "${SERVICES[@]}"; do
+    pidf=$(svc_pid "$s")
+    if svc_alive "$s"; then
+      printf '%-16s up    pid %-8s rss %5s MiB\n' "$s" "$(pid_of "$pidf")" "$(rss_mib "$(pid_of "$pidf")")"
+    else
+      printf '%-16s down\n' "$s"
+    fi
+  done
+  if curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; then echo "api healthz: ok (http://$API_ADDR)"; fi
+}
+
+cmd_logs() {
+  mkdir -p "$LOGS"
+  if [ -n "${1:-}" ]; then
+    [ -e "$LOGS/$1.log" ] || die "no log $LOGS/$1.log (have: $(cd "$LOGS" && printf '%s ' *.log))"
+    exec tail -n 100 -F "$LOGS/$1.log"
+  fi
+  shopt -s nullglob
+  local files=("$LOGS"/*.log)
+  [ "${#files[@]}" -gt 0 ] || die "no logs yet in $LOGS"
+  exec tail -n 20 -F "${files[@]}"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) cmd_logs "${2:-}" ;;
+  *)
+    echo "usage: $0 up|down|status|logs [name]" >&2
+    exit 2
+    ;;
+esac
