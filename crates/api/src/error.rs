@@ -129,8 +129,35 @@ impl From<garde::Report> for ApiError {
         Self::BadUserInput(
             report
                 .iter()
-                .map(|(path, error)| FieldViolation::new(path.to_string(), error.message()))
+                .map(|(path, error)| FieldViolation::new(graphql_name(&path.to_string()), error.message()))
                 .collect(),
         )
+    }
+}
+
+/// The GraphQL name of a Rust field path: async-graphql exposes `tax_id` as `taxId`.
+fn graphql_name(rust_path: &str) -> String {
+    let mut name = String::with_capacity(rust_path.len());
+    let mut upper = false;
+    for c in rust_path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                name.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => name.push(c),
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_paths_are_reported_with_their_graphql_names() {
+        assert_eq!(super::graphql_name("tax_id"), "taxId");
+        assert_eq!(super::graphql_name("tenant_id"), "tenantId");
+        assert_eq!(super::graphql_name("username"), "username");
     }
 }

@@ -1,1 +1,54 @@
-//! placeholder
+//! The Temporal side of Liquidity: the `fetchReportContent` workflow, which fetches one report
+//! content from its source server and records the result in the tenant's database.
+//!
+//! # Polling design: one heartbeating activity per content
+//!
+//! The workflow runs one long activity, `pollSource`, which does the whole poll loop (submit
+//! the job, check it every `POLL_INTERVAL`, store the document or the failure reason) and
+//! heartbeats while it waits.
+//!
+//! Why not a poll loop in the workflow (activity + 10 s timer)? Each poll would then cost
+//! about 10 history events. The dev server manages about 30 workflows/s (about 35 ms of server
+//! CPU per workflow), so such a loop caps the reports in flight at a few hundred per server,
+//! and long fetches need continue-as-new. A heartbeating activity costs about 11 history events
+//! per content whatever the fetch takes, because heartbeats are not history events (the SDK
+//! also throttles them to about 0.8 x the heartbeat timeout). History stays bounded. When a
+//! worker crashes, the 30 s heartbeat timeout detects it, and the activity resumes from its
+//! heartbeat details ([`PollProgress`]) on another worker. A worker that shuts down cleanly
+//! cancels its loops after [`worker::SHUTDOWN_GRACE`], so they resume elsewhere about a second
+//! later.
+//!
+//! Retries are safe. The activity re-reads the content row before every action, and only an
+//! `in_progress` row ever changes. `POST /jobs` is idempotent on the content id.
+//!
+//! The answers of a source are classified by [`classify_answer`]:
+//! - 2xx with a valid job status: in progress, or completed.
+//! - 5xx, 408, 429, connection errors and timeouts: transient. The loop backs off, doubling up
+//!   to 60 s.
+//! - Other 4xx and malformed bodies: bad answers. They are counted, and above
+//!   `max_bad_answers` the content is failed.
+//! - 404 on a job: the job is lost. It is submitted again, and this counts as a bad answer.
+//!
+//! # Layout
+//! - [`workflows`]: the workflow (deterministic code only), its input and outcome.
+//! - [`activities`]: [`SourceActivities`] and its `pollSource` loop, [`FetchPolicy`].
+//! - [`source_client`]: `SOURCES_CONFIG`, the HTTP client of the sources, answer classification.
+//! - [`starter`]: [`WorkflowStarter`], idempotent workflow starts for CDC and the reconciler.
+//! - [`temporal`]: [`TemporalSettings`] and [`connect`].
+//! - [`worker`]: [`run_worker`], the worker with graceful shutdown.
+
+pub mod activities;
+pub mod source_client;
+pub mod starter;
+pub mod temporal;
+pub mod worker;
+pub mod workflows;
+
+pub use activities::{FetchPolicy, FetchPolicyError, PollProgress, SourceActivities};
+pub use source_client::{SourceClient, SourceError, SourcesConfig, SourcesConfigError, classify_answer};
+pub use starter::{StartError, StartOutcome, WorkflowStarter, workflow_id};
+pub use temporal::{ConnectError, TemporalSettings, connect};
+/// The URL type of [`TemporalSettings::address`], re-exported so callers need no `url` dependency.
+pub use url::Url;
+pub use worker::run_worker;
+pub use workflows::{FetchOutcome, FetchReportContentInput, FetchReportContentWorkflow};

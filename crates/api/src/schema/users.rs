@@ -43,7 +43,7 @@ pub struct AuthPayload {
 #[garde(context(TenantRegistry))]
 pub struct RegisterInput {
     /// A tenant id of the registry.
-    #[garde(rename("tenantId"), custom(known_tenant))]
+    #[garde(custom(known_tenant))]
     tenant_id: ID,
     /// 3-64 letters, digits, `.`, `_`, `-`; unique across tenants, case-insensitively.
     #[garde(length(chars, min = 3, max = 64), custom(username_chars))]
@@ -52,7 +52,7 @@ pub struct RegisterInput {
     #[garde(length(chars, min = 8, max = 128))]
     password: String,
     /// 1-32 letters, digits, `-`, `.`, `/`.
-    #[garde(rename("taxId"), length(chars, min = 1, max = 32), custom(tax_id_chars))]
+    #[garde(length(chars, min = 1, max = 32), custom(tax_id_chars))]
     tax_id: String,
 }
 

@@ -1,0 +1,78 @@
+//! The Temporal worker of the `fetchReportContent` workflow and its `pollSource` activity.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::activities::SourceActivities;
+use crate::temporal::{TemporalSettings, connect};
+use crate::workflows::FetchReportContentWorkflow;
+
+/// After shutdown starts, in-flight poll loops get this long before they are cancelled. A
+/// cancelled attempt is reported as a retryable failure carrying its heartbeat details, so
+/// another worker resumes it about a second later instead of after the heartbeat timeout.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Slots of the kinds of tasks this worker does not bound explicitly (the SDK's default).
+const DEFAULT_SLOTS: usize = 100;
+
+/// Runs a worker until `shutdown` is cancelled, then drains it: polling stops, poll loops are
+/// cancelled after [`SHUTDOWN_GRACE`] (Temporal retries them elsewhere) and the call returns once
+/// every task has reported.
+///
+/// `max_concurrent_activities` bounds the poll loops this process carries at once. Each is an
+/// async task that mostly sleeps, so a thousand cost little; the bound is there to spread
+/// contents over the workers.
+///
+/// The returned future is not `Send` (the SDK's worker is not): await it on the main task (or
+/// a `LocalSet`).
+///
+/// # Errors
+/// Temporal unreachable at startup, or a fatal worker error.
+pub async fn run_worker(
+    settings: &TemporalSettings,
+    activities: SourceActivities,
+    max_concurrent_activities: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let runtime = Runtime::from_current_tokio(Default::default()).context("cannot create the Temporal runtime")?;
+    let client = connect(settings).await?;
+    let tuner = TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(max_concurrent_activities.max(1)))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
+        .build();
+    let options = WorkerOptions::new(settings.task_queue.clone())
+        .register_workflow::<FetchReportContentWorkflow>()
+        .context("cannot register the workflow")?
+        .register_activities(activities)
+        .tuner(tuner)
+        .graceful_shutdown_period(SHUTDOWN_GRACE)
+        .build();
+    let mut worker = Worker::new(&runtime, client, options).context("cannot create the Temporal worker")?;
+    // Taken before `run()`, which borrows the worker for its whole life.
+    let initiate_shutdown = worker.shutdown_handle();
+    tracing::info!(
+        address = %settings.address,
+        namespace = %settings.namespace,
+        task_queue = %settings.task_queue,
+        max_concurrent_activities,
+        "workflow worker polling"
+    );
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result.context("the Temporal worker failed"),
+        () = shutdown.cancelled() => {
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "workflow worker draining");
+            initiate_shutdown();
+        }
+    }
+    run.await.context("the Temporal worker failed while draining")?;
+    tracing::info!("workflow worker stopped");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The `fetchReportContent` workflow. Deterministic code only: it schedules the `pollSource`
+//! activity and returns its outcome; every side effect happens in the activity.
+
+use std::time::Duration;
+
+use liquidity_core::TenantId;
+use liquidity_core::reports::ReportContent;
+use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
+
+use crate::activities::SourceActivities;
+
+/// Workflow type name of [`FetchReportContentWorkflow`], as other languages and `temporal`
+/// CLI users see it.
+pub const FETCH_REPORT_CONTENT_WORKFLOW: &str = "fetchReportContent";
+
+/// Activity type name of [`SourceActivities::poll_source`].
+pub const POLL_SOURCE_ACTIVITY: &str = "pollSource";
+
+/// Upper bound of one `pollSource` attempt. The activity ends itself at the fetch deadline
+/// (`SOURCE_DEADLINE`, which must stay below this), so this only catches a stuck attempt.
+pub const POLL_SOURCE_START_TO_CLOSE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A worker that stops heartbeating for this long is considered dead and the activity is
+/// retried elsewhere, resuming from its last heartbeat details.
+pub const POLL_SOURCE_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Input of the workflow and of its activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchReportContentInput {
+    /// The tenant whose database holds the content; the activity picks the pool with it.
+    pub tenant_id: TenantId,
+    /// The content row as CDC saw it. The activity re-reads the row before acting, so a stale
+    /// copy here is harmless.
+    pub report_content: ReportContent,
+}
+
+/// How a fetch ended; the result of the workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum FetchOutcome {
+    /// The source's document was stored and the content marked completed.
+    Completed,
+    /// The content was marked failed with `reason` in its data.
+    Failed {
+        /// The reason stored in the content's `data`.
+        reason: String,
+    },
+    /// The content was already completed or failed (a retried activity or a duplicate
+    /// workflow): nothing was changed.
+    AlreadyFinished,
+    /// The content row no longer exists (its report was deleted): nothing to do.
+    Gone,
+}
+
+/// Options of the `pollSource` activity: one long attempt that heartbeats, retried without limit
+/// (with backoff up to a minute) after worker crashes and database errors. The loop itself ends
+/// at the fetch deadline, which bounds the retries.
+pub fn poll_source_options() -> ActivityOptions {
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        // 0 = unlimited attempts.
+        .maximum_attempts(0)
+        .build();
+    ActivityOptions::with_start_to_close_timeout(POLL_SOURCE_START_TO_CLOSE)
+        .heartbeat_timeout(POLL_SOURCE_HEARTBEAT_TIMEOUT)
+        .retry_policy(retry)
+        .build()
+}
+
+/// Fetches one report content: runs `pollSource` to its end. About 11 history events whatever
+/// the duration of the fetch, because heartbeats are not history events.
+#[workflow]
+#[derive(Default)]
+pub struct FetchReportContentWorkflow;
+
+#[workflow_methods]
+impl FetchReportContentWorkflow {
+    /// Runs the poll loop activity and returns its outcome.
+    #[run(name = "fetchReportContent")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: FetchReportContentInput) -> WorkflowResult<FetchOutcome> {
+        let outcome = ctx
+            .execute_activity(SourceActivities::poll_source, input, poll_source_options())
+            .await?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use temporalio_common::{ActivityDefinition as _, HasWorkflowDefinition as _};
+
+    use super::*;
+
+    #[test]
+    fn the_workflow_and_activity_have_their_documented_type_names() {
+        assert_eq!(FetchReportContentWorkflow::run.name(), FETCH_REPORT_CONTENT_WORKFLOW);
+        assert_eq!(SourceActivities::poll_source.name(), POLL_SOURCE_ACTIVITY);
+    }
+
+    #[test]
+    fn outcomes_serialize_with_a_camel_case_tag() {
+        let failed = FetchOutcome::Failed { reason: "r".into() };
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap(),
+            r#"{"outcome":"failed","reason":"r"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&FetchOutcome::AlreadyFinished).unwrap(),
+            r#"{"outcome":"alreadyFinished"}"#
+        );
+    }
+}
