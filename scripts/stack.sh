@@ -262,9 +262,10 @@ pubsub_subscription() { # NAME TOPIC: no message ordering (emulator leaks a thre
   pubsub_put "subscriptions/$1" \
     "{\"topic\":\"projects/$PUBSUB_PROJECT/topics/$2\",\"ackDeadlineSeconds\":30,\"enableMessageOrdering\":false}"
 }
-up_pubsub() {
-  local t0 cp
-  t0=$(now)
+# start_pubsub / finish_pubsub: split so that the JVM boots while PostgreSQL starts
+start_pubsub() {
+  local cp
+  PUBSUB_T0=$(now)
   need java
   need curl
   if ! alive "$RUN/pubsub.pid" "$PUBSUB_MAIN"; then
@@ -274,21 +275,23 @@ up_pubsub() {
     spawn "$RUN/pubsub.pid" "$LOGS/pubsub.log" java $PUBSUB_JAVA_OPTS -cp "$cp" "$PUBSUB_MAIN" \
       --host=127.0.0.1 --port="$PUBSUB_PORT"
   fi
+}
+finish_pubsub() {
   wait_started pubsub "$RUN/pubsub.pid" "$PUBSUB_MAIN" "$LOGS/pubsub.log" 60 curl -sf "http://127.0.0.1:$PUBSUB_PORT/"
   # the emulator keeps nothing across restarts (STACK.md bug 2): (re)create on every up
   pubsub_put "topics/$PUBSUB_TOPIC"
   pubsub_subscription "$PUBSUB_SUBSCRIPTION" "$PUBSUB_TOPIC"
   pubsub_put "topics/$PUBSUB_DLQ_TOPIC"
   pubsub_subscription "$PUBSUB_DLQ_SUBSCRIPTION" "$PUBSUB_DLQ_TOPIC"
-  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT: $PUBSUB_TOPIC -> $PUBSUB_SUBSCRIPTION, $PUBSUB_DLQ_TOPIC -> $PUBSUB_DLQ_SUBSCRIPTION) in $(since "$t0")s"
+  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT: $PUBSUB_TOPIC -> $PUBSUB_SUBSCRIPTION, $PUBSUB_DLQ_TOPIC -> $PUBSUB_DLQ_SUBSCRIPTION) in $(since "$PUBSUB_T0")s"
 }
 down_pubsub() { stop_pid pubsub "$RUN/pubsub.pid" "$PUBSUB_MAIN" 20; }
 
 # ---------- Temporal ----------
 temporal_ready() { "$VENV/bin/temporal" operator namespace describe default --address "127.0.0.1:$TEMPORAL_PORT" --command-timeout 2s; }
-up_temporal() {
-  local t0 ui=(--headless)
-  t0=$(now)
+start_temporal() {
+  local ui=(--headless)
+  TEMPORAL_T0=$(now)
   mkdir -p "$(dirname "$TEMPORAL_DB")"
   [ -n "$TEMPORAL_UI_PORT" ] && ui=(--ui-port "$TEMPORAL_UI_PORT")
   if ! alive "$RUN/temporal.pid" "server start-dev"; then
@@ -297,8 +300,10 @@ up_temporal() {
       --ip 127.0.0.1 --port "$TEMPORAL_PORT" --http-port "$TEMPORAL_HTTP_PORT" --metrics-port "$TEMPORAL_METRICS_PORT" \
       "${ui[@]}" --db-filename "$TEMPORAL_DB" --log-level warn
   fi
+}
+finish_temporal() {
   wait_started temporal "$RUN/temporal.pid" "server start-dev" "$LOGS/temporal.log" 90 temporal_ready
-  log "temporal ready on 127.0.0.1:$TEMPORAL_PORT${TEMPORAL_UI_PORT:+ (web UI http://127.0.0.1:$TEMPORAL_UI_PORT)} in $(since "$t0")s"
+  log "temporal ready on 127.0.0.1:$TEMPORAL_PORT${TEMPORAL_UI_PORT:+ (web UI http://127.0.0.1:$TEMPORAL_UI_PORT)} in $(since "$TEMPORAL_T0")s"
 }
 down_temporal() { stop_pid temporal "$RUN/temporal.pid" "server start-dev" 30; }
 
@@ -386,9 +391,12 @@ cmd_up() {
   ensure_apt "${STACK_APT_PKGS[@]}"
   ensure_venv
   log "dependencies checked in $(since "$t1")s"
+  # the emulator's JVM and Temporal boot in the background while PostgreSQL starts
+  start_pubsub
+  start_temporal
   up_pg
-  up_pubsub
-  up_temporal
+  finish_pubsub
+  finish_temporal
   log "stack $LQDTY_STACK up in $(since "$t0")s"
 }
 cmd_down() {
