@@ -162,6 +162,13 @@ cmd_up() {
   local s
   for s in "${SERVICES[@]}"; do start_service "$s"; done
   wait_api
+  # a service that failed at start-up (bad config, unknown subcommand) has exited by now
+  for s in "${SERVICES[@]}"; do
+    if ! svc_alive "$s"; then
+      tail -n 20 "$LOGS/$s.log" >&2 || true
+      die "$s exited during start-up; log: $LOGS/$s.log"
+    fi
+  done
   log "services in $(since "$t1")s; api healthy"
   print_info
   log "dev up ($cold stack) in $(since "$t0")s"
