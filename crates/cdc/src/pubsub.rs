@@ -1,0 +1,99 @@
+//! Pub/Sub clients for the emulator (local) or Google (production), and topic set-up.
+
+use google_cloud_auth::credentials::anonymous;
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
+
+/// Where Pub/Sub is and which names we use.
+#[derive(Clone, Debug)]
+pub struct PubSubSettings {
+    /// `host:port` of the emulator (`PUBSUB_EMULATOR_HOST`); `None` means Google's Pub/Sub with
+    /// Application Default Credentials. The official crate ignores the variable by itself.
+    pub emulator_host: Option<String>,
+    /// Project id (`PUBSUB_PROJECT`).
+    pub project: String,
+    /// Topic Debezium publishes to (`PUBSUB_TOPIC`, `tenant-cdc`).
+    pub topic: String,
+    /// Our subscription to it (`PUBSUB_SUBSCRIPTION`, `tenant-cdc-worker`).
+    pub subscription: String,
+    /// Where poison messages go (`PUBSUB_DEAD_LETTER_TOPIC`, `tenant-cdc-dlq`).
+    pub dead_letter_topic: String,
+    /// Create the topics and subscription when missing (`PUBSUB_AUTO_CREATE`): for the
+    /// emulator, which forgets them on every restart. In production they are provisioned.
+    pub auto_create: bool,
+}
+
+impl PubSubSettings {
+    /// `projects/P/topics/T`.
+    pub fn topic_path(&self, topic: &str) -> String {
+        format!("projects/{}/topics/{topic}", self.project)
+    }
+
+    /// `projects/P/subscriptions/S`.
+    pub fn subscription_path(&self) -> String {
+        format!("projects/{}/subscriptions/{}", self.project, self.subscription)
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        self.emulator_host.as_ref().map(|host| format!("http://{host}"))
+    }
+}
+
+macro_rules! build_client {
+    ($builder:expr, $settings:expr) => {{
+        let mut builder = $builder;
+        if let Some(endpoint) = $settings.endpoint() {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(anonymous::Builder::new().build());
+        }
+        builder.build().await.map_err(anyhow::Error::from)
+    }};
+}
+
+/// A streaming-pull subscriber client.
+///
+/// # Errors
+/// Client construction failures (credentials).
+pub async fn subscriber(settings: &PubSubSettings) -> anyhow::Result<Subscriber> {
+    build_client!(Subscriber::builder(), settings)
+}
+
+/// A publisher of one topic.
+///
+/// # Errors
+/// Client construction failures (credentials).
+pub async fn publisher(settings: &PubSubSettings, topic: &str) -> anyhow::Result<Publisher> {
+    build_client!(Publisher::builder(settings.topic_path(topic)), settings)
+}
+
+/// Creates the CDC topic, its subscription (without message ordering: correctness never
+/// depends on order, and the emulator leaks a thread per ordering key) and the dead-letter
+/// topic, each only if missing.
+///
+/// # Errors
+/// Any failure other than "already exists".
+pub async fn ensure_topology(settings: &PubSubSettings) -> anyhow::Result<()> {
+    let topics = build_client!(TopicAdmin::builder(), settings)?;
+    let subscriptions = build_client!(SubscriptionAdmin::builder(), settings)?;
+    for topic in [&settings.topic, &settings.dead_letter_topic] {
+        let created = topics.create_topic().set_name(settings.topic_path(topic)).send().await;
+        ignore_already_exists(created.map(drop))?;
+    }
+    let created = subscriptions
+        .create_subscription()
+        .set_name(settings.subscription_path())
+        .set_topic(settings.topic_path(&settings.topic))
+        .set_ack_deadline_seconds(30)
+        .send()
+        .await;
+    ignore_already_exists(created.map(drop))?;
+    Ok(())
+}
+
+fn ignore_already_exists(result: Result<(), google_cloud_pubsub::Error>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.status().is_some_and(|s| s.code == Code::AlreadyExists) => Ok(()),
+        other => Ok(other?),
+    }
+}
