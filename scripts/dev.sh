@@ -55,6 +55,8 @@ PUBSUB_PROJECT='lqdty-local'
 PUBSUB_TOPIC='tenant-cdc'
 PUBSUB_SUBSCRIPTION='tenant-cdc-worker'
 PUBSUB_DLQ_TOPIC='tenant-cdc-dlq'
+# The emulator forgets topics and subscriptions when it restarts: let the CDC worker re-create them.
+PUBSUB_AUTO_CREATE='true'
 TEMPORAL_ADDRESS='http://127.0.0.1:${TEMPORAL_PORT:-7233}'
 LOG_FORMAT='text'
 EOF

@@ -34,6 +34,14 @@ pub enum Command {
     Tenants(TenancyArgs),
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
+    /// Consume Debezium change events from Pub/Sub: start a fetch workflow per new report
+    /// content, finish reports whose contents are all final; plus the periodic reconciler.
+    CdcWorker(crate::commands::cdc_worker::CdcWorkerArgs),
+    /// Run the Temporal worker of the `fetchReportContent` workflows, which poll the source
+    /// servers and record what they answer.
+    WorkflowWorker(crate::commands::workflow_worker::WorkflowWorkerArgs),
+    /// Run the simulator of the three external source servers (real HTTP servers).
+    Sources(crate::commands::sources::SourcesArgs),
 }
 
 /// Logging.

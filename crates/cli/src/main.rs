@@ -21,6 +21,9 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Tenants(args) => commands::tenants::run(args).await,
         Command::Schema => commands::schema::run(),
+        Command::CdcWorker(args) => commands::cdc_worker::run(args).await,
+        Command::WorkflowWorker(args) => commands::workflow_worker::run(args).await,
+        Command::Sources(args) => commands::sources::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
 pub mod api;
+pub mod cdc_worker;
 pub mod migrate;
 pub mod schema;
+pub mod sources;
 pub mod tenants;
+pub mod workflow_worker;
 
 use tokio_util::sync::CancellationToken;
 

@@ -1,0 +1,375 @@
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use liquidity_test_support::{TestDatabases, wait_until};
+use serde_json::{Value, json};
+
+const PROJECT: &str = "lqdty-e2e";
+const TOPIC: &str = "tenant-cdc";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through scripts/test.sh (it exports the test stack)")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// How a world's sources behave and how fast its workers poll.
+pub struct Options {
+    pub simulator: Value,
+    pub workflow_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            simulator: json!({}),
+            workflow_env: Vec::new(),
+        }
+    }
+}
+
+/// One process of the world.
+struct Proc {
+    child: Child,
+    command: Command,
+}
+
+pub struct World {
+    pub dbs: TestDatabases,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub task_queue: String,
+    pubsub_port: u16,
+    dir: PathBuf,
+    procs: HashMap<&'static str, Proc>,
+}
+
+impl World {
+    pub async fn start(options: Options) -> Self {
+        liquidity_test_support::init_tracing();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dbs = TestDatabases::create(3, 10).await;
+        let dir = std::env::temp_dir().join(format!("lqdty-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("relay")).unwrap();
+        let api_port = free_port();
+        let task_queue = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let mut world = Self {
+            api: format!("http://127.0.0.1:{api_port}"),
+            http: reqwest::Client::new(),
+            pubsub_port: free_port(),
+            task_queue,
+            procs: HashMap::new(),
+            dbs,
+            dir,
+        };
+        eprintln!("e2e world logs: {}", world.dir.display());
+
+        world.start_emulator().await;
+        let sources = world.start_sources(&options.simulator);
+        let tenants_config = world.dbs.tenants_config(10);
+        let common = [
+            ("TENANTS_CONFIG", tenants_config.clone()),
+            ("TEMPORAL_ADDRESS", env("LQDTY_TEST_TEMPORAL_ADDRESS")),
+            ("TEMPORAL_TASK_QUEUE", world.task_queue.clone()),
+            ("LOG_LEVEL", "info,sqlx=warn,temporalio_sdk_core=warn".to_owned()),
+        ];
+        let pubsub = [
+            ("PUBSUB_EMULATOR_HOST", format!("127.0.0.1:{}", world.pubsub_port)),
+            ("PUBSUB_PROJECT", PROJECT.to_owned()),
+            ("PUBSUB_TOPIC", TOPIC.to_owned()),
+        ];
+        let mut cdc = world.liquidity("cdc-worker");
+        cdc.envs(common.clone()).envs(pubsub.clone()).envs([
+            ("PUBSUB_AUTO_CREATE", "true".to_owned()),
+            ("RECONCILE_INTERVAL", "2s".to_owned()),
+            ("RECONCILE_STALE_AFTER", "6s".to_owned()),
+        ]);
+        world.spawn("cdc-worker", cdc);
+        let mut workflows = world.liquidity("workflow-worker");
+        workflows
+            .envs(common.clone())
+            .env("SOURCES_CONFIG", sources)
+            .env("POLL_INTERVAL", "1s")
+            .envs(options.workflow_env);
+        world.spawn("workflow-worker", workflows);
+        let mut api = world.liquidity("api");
+        api.envs(common).envs([
+            ("CATALOG_DATABASE_URL", world.dbs.catalog_url()),
+            ("JWT_SECRET", format!("e2e-secret-{}", uuid::Uuid::new_v4())),
+            ("LISTEN_ADDR", format!("127.0.0.1:{api_port}")),
+        ]);
+        world.spawn("api", api);
+        world.wait_http(&format!("{}/healthz", world.api), "the API").await;
+        // The CDC worker creates topic and subscription; Debezium may only start after that,
+        // or its first events would be published to a topic nobody subscribed to yet.
+        world.wait_subscription().await;
+        world.start_relay(&tenants_config, &pubsub).await;
+        world
+    }
+
+    fn liquidity(&self, role: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_liquidity"));
+        command
+            .arg(role)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        command
+    }
+
+    fn spawn(&mut self, name: &'static str, mut command: Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.procs.insert(name, Proc { child, command });
+    }
+
+    async fn start_emulator(&mut self) {
+        let mut command = Command::new("java");
+        command.args([
+            "-Xms32m",
+            "-Xmx256m",
+            "-cp",
+            &env("LQDTY_TEST_PUBSUB_CLASSPATH"),
+            "com.google.cloud.pubsub.testing.v1.Main",
+            "--host=127.0.0.1",
+            &format!("--port={}", self.pubsub_port),
+        ]);
+        self.spawn("pubsub", command);
+        self.wait_http(
+            &format!("http://127.0.0.1:{}/", self.pubsub_port),
+            "the Pub/Sub emulator",
+        )
+        .await;
+    }
+
+    fn start_sources(&mut self, overrides: &Value) -> String {
+        let mut sources = serde_json::Map::new();
+        let mut urls = serde_json::Map::new();
+        for name in ["source_1", "source_2", "source_3"] {
+            let port = free_port();
+            let mut behaviour = json!({ "port": port, "completeAfter": "1500ms", "latency": "5ms" });
+            if let Some(extra) = overrides.get(name).and_then(Value::as_object) {
+                behaviour.as_object_mut().unwrap().extend(extra.clone());
+            }
+            sources.insert(name.to_owned(), behaviour);
+            urls.insert(name.to_owned(), json!(format!("http://127.0.0.1:{port}")));
+        }
+        let mut command = self.liquidity("sources");
+        command.env("SIMULATOR_CONFIG", json!({ "seed": 7, "sources": sources }).to_string());
+        self.spawn("sources", command);
+        Value::Object(urls).to_string()
+    }
+
+    async fn start_relay(&mut self, tenants_config: &str, pubsub: &[(&str, String)]) {
+        let relay_dir = self.dir.join("relay");
+        let ready = relay_dir.join("ready");
+        let mut command = Command::new(Path::new(&env("LQDTY_TEST_VENV")).join("bin/python"));
+        command
+            .arg(env("LQDTY_TEST_RELAY"))
+            .current_dir(&relay_dir)
+            .envs(pubsub.iter().cloned())
+            .env("TENANTS_CONFIG", tenants_config)
+            .env("RELAY_STATE_DIR", &relay_dir)
+            .env("RELAY_READY_FILE", &ready)
+            .env("RELAY_CREATE_TOPIC", "1");
+        self.spawn("relay", command);
+        let started = Instant::now();
+        while !ready.exists() {
+            self.assert_running("relay");
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the relay did not stream within 180 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_http(&mut self, url: &str, what: &str) {
+        let started = Instant::now();
+        loop {
+            if self.http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what} did not answer {url} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_subscription(&self) {
+        let url = format!(
+            "http://127.0.0.1:{}/v1/projects/{PROJECT}/subscriptions/tenant-cdc-worker",
+            self.pubsub_port
+        );
+        let http = self.http.clone();
+        wait_until(
+            Duration::from_secs(60),
+            "the CDC worker to create its subscription",
+            || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            },
+        )
+        .await;
+    }
+
+    fn assert_running(&mut self, name: &str) {
+        let proc = self.procs.get_mut(name).unwrap();
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "{name} exited ({status}); see {}",
+                self.dir.join(format!("{name}.log")).display()
+            );
+        }
+    }
+
+    /// `kill -9` one process.
+    pub fn kill(&mut self, name: &str) {
+        let proc = self.procs.get_mut(name).unwrap();
+        proc.child.kill().unwrap();
+        proc.child.wait().unwrap();
+    }
+
+    /// Starts a killed process again, with the same command.
+    pub async fn restart(&mut self, name: &'static str) {
+        let mut proc = self.procs.remove(name).unwrap();
+        let child = proc.command.spawn().unwrap();
+        proc.child = child;
+        self.procs.insert(name, proc);
+        if name == "pubsub" {
+            self.wait_http(
+                &format!("http://127.0.0.1:{}/", self.pubsub_port),
+                "the Pub/Sub emulator",
+            )
+            .await;
+        }
+    }
+
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.api))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Registers a user in tenant `index` and returns their token.
+    pub async fn user(&self, index: usize) -> String {
+        let username = format!("user-{}", uuid::Uuid::new_v4().simple());
+        let body = self
+            .graphql(
+                "mutation($input: RegisterInput!) { register(input: $input) { token } }",
+                json!({ "input": { "tenantId": self.dbs.tenants[index].id, "username": username,
+                                   "password": "correct-horse-battery", "taxId": "TAX-1" } }),
+                None,
+            )
+            .await;
+        body["data"]["register"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("register failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn start_report(&self, token: &str) -> String {
+        let body = self
+            .graphql("mutation { startReport { reportId } }", json!({}), Some(token))
+            .await;
+        body["data"]["startReport"]["reportId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("startReport failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn status(&self, token: &str, id: &str) -> String {
+        let body = self
+            .graphql(
+                "query($id: ID!) { reportStatus(id: $id) { status } }",
+                json!({ "id": id }),
+                Some(token),
+            )
+            .await;
+        body["data"]["reportStatus"]["status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("reportStatus failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn report(&self, token: &str, id: &str) -> Value {
+        let body = self
+            .graphql(
+                "query($id: ID!) { report(id: $id) { status startedAt finishedAt contents { id source status data lastRunAt } } }",
+                json!({ "id": id }),
+                Some(token),
+            )
+            .await;
+        body["data"]["report"].clone()
+    }
+
+    /// Polls `reportStatus` until it is final, and returns it.
+    pub async fn wait_final(&self, token: &str, id: &str, timeout: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let status = self.status(token, id).await;
+            if status != "in_progress" {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "report {id} still in progress after {timeout:?}; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// How many runs Temporal has for the workflow id (duplicates would be more than one).
+    pub async fn workflow_runs(&self, workflow_id: &str) -> usize {
+        let address = env("LQDTY_TEST_TEMPORAL_ADDRESS");
+        let settings = liquidity_workflows::TemporalSettings {
+            address: address.parse().unwrap(),
+            task_queue: self.task_queue.clone(),
+            ..Default::default()
+        };
+        let client = liquidity_workflows::connect(&settings).await.unwrap();
+        let query = format!("WorkflowId = '{workflow_id}'");
+        use futures::StreamExt as _;
+        client
+            .list_workflows(query, Default::default())
+            .collect::<Vec<_>>()
+            .await
+            .len()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for proc in self.procs.values_mut() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("e2e world logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
