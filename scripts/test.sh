@@ -3,9 +3,12 @@
 # the TEST stack (LQDTY_STACK=test: PostgreSQL 55442, Pub/Sub 8095, Temporal 7243).
 # This is what .ci/run runs (CI=true, no stdin).
 #
-# usage: scripts/test.sh [--keep-stack] [-- NEXTEST_ARGS...]
+# usage: scripts/test.sh [--keep-stack] [--bench] [-- NEXTEST_ARGS... | BENCH_SCENARIOS...]
 #   --keep-stack   leave the test stack running afterwards (it is otherwise stopped, but only if
 #                  this script started it; a stack that was already up is left as it was)
+#   --bench        run the benchmarks instead of the checks and tests: release builds of the
+#                  end-to-end process tree (crates/cli/benches/pipeline.rs); scenarios after --
+#                  (auth, latency, capacity; default all)
 #
 # Fails fast: the first failing step ends the run with its exit code. The test stack is stopped on
 # every exit path (trap), keeping the exit code of the failing step. Under CI=true a stack this
@@ -18,12 +21,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LOG_TAG="test"
 
 keep_stack=0
+bench=0
 nextest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-stack) keep_stack=1 ;;
+    --bench) bench=1 ;;
     --) shift; nextest_args=("$@"); break ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown option: $1 (usage: scripts/test.sh [--keep-stack] [-- NEXTEST_ARGS...])" ;;
   esac
   shift
@@ -94,6 +99,11 @@ fi
 eval "$("$STACK" env | grep '^export LQDTY_TEST_')"
 # shellcheck disable=SC2154 # set by the eval above
 log "test stack: postgres $LQDTY_TEST_PG_ADMIN_URL, pubsub $LQDTY_TEST_PUBSUB_HOST, temporal $LQDTY_TEST_TEMPORAL_ADDRESS"
+
+if [ "$bench" = 1 ]; then
+  step bench cargo bench --locked -p liquidity --bench pipeline -- "${nextest_args[@]}"
+  exit 0
+fi
 
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings

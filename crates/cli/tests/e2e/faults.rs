@@ -9,7 +9,7 @@ fn slow_sources() -> Options {
     let slow = json!({ "completeAfter": "8s" });
     Options {
         simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
-        workflow_env: Vec::new(),
+        ..Options::default()
     }
 }
 

@@ -44,6 +44,7 @@ async fn a_permanently_broken_source_fails_its_content_and_the_report_while_the_
     let world = World::start(Options {
         simulator: json!({ "source_2": { "malformedRate": 1.0 } }),
         workflow_env: vec![("SOURCE_MAX_BAD_ANSWERS", "2".to_owned())],
+        ..Options::default()
     })
     .await;
     let token = world.user(1).await;

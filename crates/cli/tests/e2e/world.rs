@@ -20,19 +20,16 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// How a world's sources behave and how fast its workers poll.
+/// How a world's sources behave and how its workers are configured (the defaults suit tests:
+/// 1.5 s sources, 1 s polls, a reconciler every 2 s).
+#[derive(Default)]
 pub struct Options {
+    /// Per-source overrides of the simulator behaviour, e.g. `{"source_2": {"errorRate": 1}}`.
     pub simulator: Value,
+    /// Extra environment of the workflow worker.
     pub workflow_env: Vec<(&'static str, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            simulator: json!({}),
-            workflow_env: Vec::new(),
-        }
-    }
+    /// Extra environment of the CDC worker.
+    pub cdc_env: Vec<(&'static str, String)>,
 }
 
 /// One process of the world.
@@ -91,6 +88,7 @@ impl World {
             ("RECONCILE_INTERVAL", "2s".to_owned()),
             ("RECONCILE_STALE_AFTER", "6s".to_owned()),
         ]);
+        cdc.envs(options.cdc_env);
         world.spawn("cdc-worker", cdc);
         let mut workflows = world.liquidity("workflow-worker");
         workflows
@@ -341,18 +339,22 @@ impl World {
         }
     }
 
-    /// How many runs Temporal has for the workflow id (duplicates would be more than one).
-    pub async fn workflow_runs(&self, workflow_id: &str) -> usize {
-        let address = env("LQDTY_TEST_TEMPORAL_ADDRESS");
+    /// A Temporal client of the world's namespace.
+    pub async fn temporal_client(&self) -> temporalio_client::Client {
         let settings = liquidity_workflows::TemporalSettings {
-            address: address.parse().unwrap(),
+            address: env("LQDTY_TEST_TEMPORAL_ADDRESS").parse().unwrap(),
             task_queue: self.task_queue.clone(),
             ..Default::default()
         };
-        let client = liquidity_workflows::connect(&settings).await.unwrap();
-        let query = format!("WorkflowId = '{workflow_id}'");
+        liquidity_workflows::connect(&settings).await.unwrap()
+    }
+
+    /// How many runs Temporal has for the workflow id (duplicates would be more than one).
+    pub async fn workflow_runs(&self, workflow_id: &str) -> usize {
         use futures::StreamExt as _;
-        client
+        let query = format!("WorkflowId = '{workflow_id}'");
+        self.temporal_client()
+            .await
             .list_workflows(query, Default::default())
             .collect::<Vec<_>>()
             .await

@@ -1,0 +1,248 @@
+//! Benchmarks of the whole system, on the same process tree as the end-to-end tests (release
+//! builds, every role its own process, real PostgreSQL, Debezium, Pub/Sub and Temporal).
+//!
+//! `scripts/bench.sh` runs it (it brings up the test stack); `cargo bench -p liquidity --bench
+//! pipeline -- <scenario>...` with the test stack's `LQDTY_TEST_*` exported does the same.
+//! Scenarios: `auth`, `latency`, `capacity` (all three when none is named). Results go to stdout
+//! and are quoted in the README.
+
+// The end-to-end tests' harness, so that benchmarks measure exactly the tested process tree; the
+// benchmarks use only part of it.
+#[path = "../tests/e2e/world.rs"]
+#[allow(dead_code)]
+mod world;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::json;
+use world::{Options, World};
+
+#[tokio::main]
+async fn main() {
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    if runs("auth") {
+        auth().await;
+    }
+    if runs("latency") {
+        latency().await;
+    }
+    if runs("capacity") {
+        capacity().await;
+    }
+}
+
+/// register and login latency under a closed-loop load of `CONCURRENCY` clients.
+async fn auth() {
+    const CONCURRENCY: usize = 8;
+    const REGISTERS: usize = 200;
+    const LOGINS: usize = 400;
+    let world = World::start(Options::default()).await;
+    let tenant = world.dbs.tenants[0].id;
+
+    let register = |i: usize| {
+        let world = &world;
+        async move {
+            let started = Instant::now();
+            let body = world
+                .graphql(
+                    "mutation($input: RegisterInput!) { register(input: $input) { token } }",
+                    json!({ "input": { "tenantId": tenant, "username": format!("bench-{i}"),
+                                       "password": "correct-horse-battery", "taxId": "TAX-1" } }),
+                    None,
+                )
+                .await;
+            assert!(body["data"]["register"]["token"].is_string(), "{body}");
+            started.elapsed()
+        }
+    };
+    let (elapsed, latencies) = closed_loop(REGISTERS, CONCURRENCY, register).await;
+    report("register", &latencies, elapsed);
+
+    let login = |i: usize| {
+        let world = &world;
+        async move {
+            let started = Instant::now();
+            let body = world
+                .graphql(
+                    "mutation($input: LoginInput!) { login(input: $input) { token } }",
+                    json!({ "input": { "username": format!("bench-{}", i % REGISTERS), "password": "correct-horse-battery" } }),
+                    None,
+                )
+                .await;
+            assert!(body["data"]["login"]["token"].is_string(), "{body}");
+            started.elapsed()
+        }
+    };
+    let (elapsed, latencies) = closed_loop(LOGINS, CONCURRENCY, login).await;
+    report("login", &latencies, elapsed);
+}
+
+/// Commit -> workflow start, and startReport -> finishedAt, with sources that complete at once.
+async fn latency() {
+    const REPORTS: usize = 60;
+    let instant = json!({ "completeAfter": "0ms", "latency": "1ms" });
+    let world = World::start(Options {
+        simulator: json!({ "source_1": instant, "source_2": instant, "source_3": instant }),
+        ..Options::default()
+    })
+    .await;
+    let token = world.user(0).await;
+    // Warm-up: first workflow, first pool connections.
+    let warm = world.start_report(&token).await;
+    world.wait_final(&token, &warm, Duration::from_secs(60)).await;
+
+    // One report every 200 ms: latency, not throughput.
+    let mut ids = Vec::new();
+    for _ in 0..REPORTS {
+        ids.push(world.start_report(&token).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ids {
+        assert_eq!(
+            world.wait_final(&token, id, Duration::from_secs(120)).await,
+            "completed"
+        );
+    }
+
+    let mut conn = world.dbs.connect(0).await;
+    let to_finish: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM finished_at - started_at)::float8 FROM report WHERE id = ANY($1::uuid[])",
+    )
+    .bind(&ids)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let contents: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT c.id, c.created_at FROM report_contents c WHERE c.report_id = ANY($1::uuid[])")
+            .bind(&ids)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let client = world.temporal_client().await;
+    let mut to_workflow = Vec::new();
+    let mut history = Vec::new();
+    for (content_id, created_at) in contents {
+        let workflow_id = liquidity_workflows::workflow_id(world.dbs.tenants[0].id, content_id.into());
+        let description = client
+            .get_workflow_handle::<liquidity_workflows::FetchReportContentWorkflow>(workflow_id)
+            .describe(Default::default())
+            .await
+            .unwrap();
+        let started: std::time::SystemTime = description.start_time().expect("a started workflow");
+        let started = chrono::DateTime::<chrono::Utc>::from(started);
+        to_workflow.push((started - created_at).as_seconds_f64());
+        history.push(description.history_length() as f64);
+    }
+    history.sort_by(f64::total_cmp);
+    println!(
+        "workflow history length: p50 {} events, max {} events",
+        percentile(&history, 0.5),
+        history.last().copied().unwrap_or_default()
+    );
+    print_seconds("commit -> workflow start", &mut to_workflow);
+    print_seconds("startReport -> finishedAt", &mut to_finish.clone());
+}
+
+/// How many reports in flight one machine carries at a 10 s poll interval: start reports in
+/// steps and watch how late the polls are (age of `last_run_at` of in-progress contents).
+async fn capacity() {
+    const STEPS: [usize; 4] = [100, 250, 500, 1000];
+    let slow = json!({ "completeAfter": "30m", "latency": "5ms" });
+    let world = World::start(Options {
+        simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
+        workflow_env: vec![
+            ("POLL_INTERVAL", "10s".to_owned()),
+            ("WORKER_MAX_ACTIVITIES", "5000".to_owned()),
+        ],
+        cdc_env: vec![
+            ("RECONCILE_STALE_AFTER", "60s".to_owned()),
+            ("RECONCILE_INTERVAL", "30s".to_owned()),
+        ],
+    })
+    .await;
+    let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
+    println!("reports in flight | contents | poll lag p50 | p95 | max  (poll interval 10 s)");
+    let mut started = 0;
+    for target in STEPS {
+        let new = target - started;
+        futures::stream::iter(0..new)
+            .map(|i| world.start_report(&tokens[i % 3]))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        started = target;
+        // Two full poll rounds to settle, then measure over three more.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let mut lags = Vec::new();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for index in 0..3 {
+                let mut conn = world.dbs.connect(index).await;
+                let ages: Vec<f64> = sqlx::query_scalar(
+                    "SELECT extract(epoch FROM now() - last_run_at)::float8 FROM report_contents WHERE status = 'in_progress'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                lags.extend(ages);
+            }
+        }
+        lags.sort_by(f64::total_cmp);
+        println!(
+            "{target:>17} | {:>8} | {:>10.1} s | {:>5.1} s | {:>5.1} s",
+            target * 3,
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.95),
+            lags.last().copied().unwrap_or_default()
+        );
+    }
+}
+
+async fn closed_loop<F, Fut>(requests: usize, concurrency: usize, request: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    let started = Instant::now();
+    let latencies = futures::stream::iter(0..requests)
+        .map(request)
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    (started.elapsed(), latencies)
+}
+
+fn report(name: &str, latencies: &[Duration], elapsed: Duration) {
+    let mut seconds: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+    seconds.sort_by(f64::total_cmp);
+    println!(
+        "{name}: {} requests in {:.2} s = {:.0} req/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        seconds.len(),
+        elapsed.as_secs_f64(),
+        seconds.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&seconds, 0.5) * 1e3,
+        percentile(&seconds, 0.95) * 1e3,
+        percentile(&seconds, 0.99) * 1e3,
+    );
+}
+
+fn print_seconds(name: &str, values: &mut [f64]) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n={} p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        values.len(),
+        percentile(values, 0.5) * 1e3,
+        percentile(values, 0.95) * 1e3,
+        values.last().copied().unwrap_or_default() * 1e3
+    );
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index]
+}
