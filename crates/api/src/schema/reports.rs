@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use liquidity_core::ReportId;
 use liquidity_core::reports::{self, REPORT_SOURCES};
 
+use sqlx::PgPool;
+
 use super::{claims, deps};
+use crate::auth::Claims;
 use crate::error::ApiError;
 
 /// Where a report, or one of its contents, stands.
@@ -80,8 +83,13 @@ impl From<reports::ReportContent> for ReportContent {
     }
 }
 
-fn report_id(id: &ID) -> Result<ReportId, ApiError> {
-    id.parse().map_err(|_| ApiError::bad_field("id", "must be a UUID"))
+/// The caller's claims, their tenant's pool and the parsed report id: what both report queries
+/// start from. The tenant comes from the verified token, never from the arguments.
+async fn caller_report<'a>(ctx: &Context<'a>, id: &ID) -> Result<(&'a Claims, &'a PgPool, ReportId), ApiError> {
+    let claims = claims(ctx)?;
+    let report_id = id.parse().map_err(|_| ApiError::bad_field("id", "must be a UUID"))?;
+    let pool = deps(ctx)?.registry.pool(claims.tenant_id).await?;
+    Ok((claims, pool, report_id))
 }
 
 const REPORT_NOT_FOUND: ApiError = ApiError::NotFound("report not found");
@@ -93,13 +101,7 @@ pub struct ReportsQuery;
 impl ReportsQuery {
     /// The status of one of the caller's reports.
     async fn report_status(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ReportStatusPayload> {
-        let claims = claims(ctx)?;
-        let report_id = report_id(&id)?;
-        let pool = deps(ctx)?
-            .registry
-            .pool(claims.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let (claims, pool, report_id) = caller_report(ctx, &id).await?;
         let progress = reports::report_progress(pool, claims.tenant_id, claims.user_id, report_id)
             .await
             .map_err(ApiError::from)?
@@ -111,13 +113,7 @@ impl ReportsQuery {
 
     /// One of the caller's reports with every source's content.
     async fn report(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Report> {
-        let claims = claims(ctx)?;
-        let report_id = report_id(&id)?;
-        let pool = deps(ctx)?
-            .registry
-            .pool(claims.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let (claims, pool, report_id) = caller_report(ctx, &id).await?;
         let report = reports::find_report(pool, claims.tenant_id, claims.user_id, report_id)
             .await
             .map_err(ApiError::from)?
