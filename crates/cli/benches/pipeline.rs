@@ -160,6 +160,7 @@ async fn capacity() {
             ("RECONCILE_STALE_AFTER", "60s".to_owned()),
             ("RECONCILE_INTERVAL", "30s".to_owned()),
         ],
+        ..Options::default()
     })
     .await;
     let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;

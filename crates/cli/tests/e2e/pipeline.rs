@@ -71,8 +71,13 @@ async fn a_permanently_broken_source_fails_its_content_and_the_report_while_the_
 
 #[tokio::test]
 async fn thirty_reports_across_three_tenants_all_complete_with_one_workflow_per_content() {
-    // Arrange: ten users per tenant
-    let world = World::start(Options::default()).await;
+    // Arrange: ten users per tenant; two replicas of each worker, which must give the same
+    // result as one (no duplicate workflow, one finishedAt per report)
+    let world = World::start(Options {
+        replicas: 2,
+        ..Options::default()
+    })
+    .await;
     let mut users = Vec::new();
     for tenant in 0..3 {
         for _ in 0..10 {

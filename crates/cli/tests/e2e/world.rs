@@ -30,6 +30,8 @@ pub struct Options {
     pub workflow_env: Vec<(&'static str, String)>,
     /// Extra environment of the CDC worker.
     pub cdc_env: Vec<(&'static str, String)>,
+    /// Replicas of the CDC worker and of the workflow worker (1 or 2; 0 means 1).
+    pub replicas: usize,
 }
 
 /// One process of the world.
@@ -82,21 +84,28 @@ impl World {
             ("PUBSUB_PROJECT", PROJECT.to_owned()),
             ("PUBSUB_TOPIC", TOPIC.to_owned()),
         ];
-        let mut cdc = world.liquidity("cdc-worker");
-        cdc.envs(common.clone()).envs(pubsub.clone()).envs([
-            ("PUBSUB_AUTO_CREATE", "true".to_owned()),
-            ("RECONCILE_INTERVAL", "2s".to_owned()),
-            ("RECONCILE_STALE_AFTER", "6s".to_owned()),
-        ]);
-        cdc.envs(options.cdc_env);
-        world.spawn("cdc-worker", cdc);
-        let mut workflows = world.liquidity("workflow-worker");
-        workflows
-            .envs(common.clone())
-            .env("SOURCES_CONFIG", sources)
-            .env("POLL_INTERVAL", "1s")
-            .envs(options.workflow_env);
-        world.spawn("workflow-worker", workflows);
+        for name in ["cdc-worker", "cdc-worker-2"].into_iter().take(options.replicas.max(1)) {
+            let mut cdc = world.liquidity("cdc-worker");
+            cdc.envs(common.clone()).envs(pubsub.clone()).envs([
+                ("PUBSUB_AUTO_CREATE", "true".to_owned()),
+                ("RECONCILE_INTERVAL", "2s".to_owned()),
+                ("RECONCILE_STALE_AFTER", "6s".to_owned()),
+            ]);
+            cdc.envs(options.cdc_env.clone());
+            world.spawn(name, cdc);
+        }
+        for name in ["workflow-worker", "workflow-worker-2"]
+            .into_iter()
+            .take(options.replicas.max(1))
+        {
+            let mut workflows = world.liquidity("workflow-worker");
+            workflows
+                .envs(common.clone())
+                .env("SOURCES_CONFIG", &sources)
+                .env("POLL_INTERVAL", "1s")
+                .envs(options.workflow_env.clone());
+            world.spawn(name, workflows);
+        }
         let mut api = world.liquidity("api");
         api.envs(common).envs([
             ("CATALOG_DATABASE_URL", world.dbs.catalog_url()),
