@@ -125,8 +125,14 @@ async fn latency() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    print_seconds("startReport -> last content stored", &mut phases.iter().map(|p| p.0).collect::<Vec<_>>());
-    print_seconds("last content stored -> finishedAt", &mut phases.iter().map(|p| p.1).collect::<Vec<_>>());
+    print_seconds(
+        "startReport -> last content stored",
+        &mut phases.iter().map(|p| p.0).collect::<Vec<_>>(),
+    );
+    print_seconds(
+        "last content stored -> finishedAt",
+        &mut phases.iter().map(|p| p.1).collect::<Vec<_>>(),
+    );
     let contents: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT c.id, c.created_at FROM report_contents c WHERE c.report_id = ANY($1::uuid[])")
             .bind(&ids)
@@ -177,7 +183,9 @@ async fn capacity() {
     })
     .await;
     let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
-    println!("reports in flight | contents | all polled after | poll lag p50 | p95 | max | load avg  (poll interval 10 s)");
+    println!(
+        "reports in flight | contents | all polled after | poll lag p50 | p95 | max | load avg  (poll interval 10 s)"
+    );
     let mut started = 0;
     for target in STEPS {
         let new = target - started;
