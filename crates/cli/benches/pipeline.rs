@@ -167,7 +167,7 @@ async fn latency() {
 /// How many reports in flight one machine carries at a 10 s poll interval: start reports in
 /// steps and watch how late the polls are (age of `last_run_at` of in-progress contents).
 async fn capacity() {
-    const STEPS: [usize; 5] = [100, 250, 500, 750, 1000];
+    const STEPS: [usize; 6] = [100, 250, 500, 750, 1000, 1500];
     let slow = json!({ "completeAfter": "30m", "latency": "5ms" });
     let world = World::start(Options {
         simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
