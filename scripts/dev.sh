@@ -73,7 +73,9 @@ load_app_env() {
 }
 
 svc_pid() { echo "$RUN/app-$1.pid"; }
-svc_pat() { echo "$BIN $1"; }
+# Matched against the running process's command line (with its pid and start time): by role, not
+# by binary path, so `down` also stops services started from another binary (LQDTY_BIN).
+svc_pat() { echo "liquidity $1"; }
 svc_alive() { alive "$(svc_pid "$1")" "$(svc_pat "$1")"; }
 
 start_service() {
