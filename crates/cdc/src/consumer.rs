@@ -12,6 +12,7 @@ use google_cloud_pubsub::subscriber::handler::Handler;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::handler::{CdcDeps, CdcError, handle_message};
 use crate::pubsub::{self, PubSubSettings};
@@ -79,14 +80,15 @@ pub async fn run_consumer(
             match next {
                 Some(Ok((message, handler))) => {
                     reconnect.reset();
-                    let task = process(
-                        deps.clone(),
-                        dead_letters.clone(),
-                        backoff.clone(),
-                        shutdown.clone(),
-                        permit,
-                    );
-                    tracker.spawn(task(message, handler));
+                    let span = tracing::info_span!("cdc_message", message_id = %message.message_id);
+                    let task = Task {
+                        deps: deps.clone(),
+                        dead_letters: dead_letters.clone(),
+                        backoff: backoff.clone(),
+                        shutdown: shutdown.clone(),
+                        _permit: permit,
+                    };
+                    tracker.spawn(process(task, message, handler).instrument(span));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error.cause_chain = ?e, "Pub/Sub stream failed; reconnecting");
@@ -117,44 +119,41 @@ pub async fn run_consumer(
     Ok(())
 }
 
-fn process(
+/// What one message task holds; the permit is released when the task ends.
+struct Task {
     deps: Arc<CdcDeps>,
     dead_letters: Arc<Publisher>,
     backoff: Arc<Backoff>,
     shutdown: CancellationToken,
-    permit: OwnedSemaphorePermit,
-) -> impl FnOnce(Message, Handler) -> futures_like::BoxedTask {
-    move |message, handler| {
-        Box::pin(async move {
-            let _permit = permit;
-            let span = tracing::info_span!("cdc_message", message_id = %message.message_id);
-            let _entered = span.enter();
-            match handle_message(&deps, &message.data, &message.attributes).await {
-                Ok(outcome) => {
-                    tracing::debug!(?outcome, "handled");
-                    handler.ack();
-                    backoff.reset();
-                }
-                Err(CdcError::Poison(reason)) => {
-                    tracing::warn!(%reason, "dead-lettering a message that can never succeed");
-                    match dead_letter(&dead_letters, &message, &reason.to_string()).await {
-                        Ok(()) => handler.ack(),
-                        Err(e) => {
-                            let delay = backoff.failure();
-                            tracing::error!(error.cause_chain = ?e, retry_in = ?delay, "dead-letter publish failed");
-                            sleep_or_cancel(delay, &shutdown).await;
-                            handler.nack();
-                        }
-                    }
-                }
-                Err(CdcError::Transient(e)) => {
-                    let delay = backoff.failure();
-                    tracing::warn!(error.cause_chain = ?e, error.message = %e, retry_in = ?delay, "transient failure; message will be redelivered");
-                    sleep_or_cancel(delay, &shutdown).await;
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handles one message and acks it, dead-letters it, or releases it for redelivery.
+async fn process(task: Task, message: Message, handler: Handler) {
+    match handle_message(&task.deps, &message.data, &message.attributes).await {
+        Ok(outcome) => {
+            tracing::debug!(?outcome, "handled");
+            handler.ack();
+            task.backoff.reset();
+        }
+        Err(CdcError::Poison(reason)) => {
+            tracing::warn!(%reason, "dead-lettering a message that can never succeed");
+            match dead_letter(&task.dead_letters, &message, &reason.to_string()).await {
+                Ok(()) => handler.ack(),
+                Err(e) => {
+                    let delay = task.backoff.failure();
+                    tracing::error!(error.cause_chain = ?e, retry_in = ?delay, "dead-letter publish failed");
+                    sleep_or_cancel(delay, &task.shutdown).await;
                     handler.nack();
                 }
             }
-        })
+        }
+        Err(CdcError::Transient(e)) => {
+            let delay = task.backoff.failure();
+            tracing::warn!(error.cause_chain = ?e, error.message = %e, retry_in = ?delay, "transient failure; message will be redelivered");
+            sleep_or_cancel(delay, &task.shutdown).await;
+            handler.nack();
+        }
     }
 }
 
@@ -190,27 +189,5 @@ impl Backoff {
 
     fn reset(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
-    }
-}
-
-mod futures_like {
-    /// A spawned message task.
-    pub type BoxedTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_double_up_to_the_cap_and_reset_on_success() {
-        let backoff = Backoff::default();
-        let delays: Vec<Duration> = (0..10).map(|_| backoff.failure()).collect();
-        assert_eq!(delays[0], Duration::from_millis(250));
-        assert_eq!(delays[1], Duration::from_millis(500));
-        assert_eq!(delays[2], Duration::from_secs(1));
-        assert_eq!(delays[9], MAX_RETRY_DELAY);
-        backoff.reset();
-        assert_eq!(backoff.failure(), BASE_RETRY_DELAY);
     }
 }

@@ -10,3 +10,21 @@ pub async fn registry_over(tenants: usize, max_connections: u32) -> (TestDatabas
     let config = parse_tenants_config(&dbs.tenants_config(max_connections)).unwrap();
     (dbs, Arc::new(TenantRegistry::new(config, PoolSettings::default())))
 }
+
+/// One fresh tenant: its databases (dropped with the value), its id and its pool.
+pub struct OneTenant {
+    pub _dbs: TestDatabases,
+    pub tenant: liquidity_core::TenantId,
+    pub pool: sqlx::PgPool,
+}
+
+pub async fn one_tenant(max_connections: u32) -> OneTenant {
+    let (dbs, registry) = registry_over(1, max_connections).await;
+    let tenant = dbs.tenants[0].id;
+    let pool = registry.pool(tenant).await.unwrap().clone();
+    OneTenant {
+        _dbs: dbs,
+        tenant,
+        pool,
+    }
+}

@@ -1,14 +1,13 @@
 use liquidity_core::reports::{self, REPORT_SOURCES, ReportStatus};
 use liquidity_core::{ReportId, UserId};
 
-use crate::helpers::registry_over;
+use crate::helpers::{OneTenant, one_tenant};
 
 #[tokio::test]
 async fn starting_a_report_writes_it_with_one_in_progress_content_per_source() {
     // Arrange
-    let (dbs, registry) = registry_over(1, 2).await;
-    let tenant = dbs.tenants[0].id;
-    let pool = registry.pool(tenant).await.unwrap();
+    let OneTenant { tenant, pool, _dbs } = one_tenant(2).await;
+    let pool = &pool;
     let user = UserId::new_random();
 
     // Act
@@ -35,9 +34,8 @@ async fn starting_a_report_writes_it_with_one_in_progress_content_per_source() {
 #[tokio::test]
 async fn another_users_report_is_indistinguishable_from_a_missing_one() {
     // Arrange
-    let (dbs, registry) = registry_over(1, 2).await;
-    let tenant = dbs.tenants[0].id;
-    let pool = registry.pool(tenant).await.unwrap();
+    let OneTenant { tenant, pool, _dbs } = one_tenant(2).await;
+    let pool = &pool;
     let id = reports::create_report(pool, tenant, UserId::new_random(), &REPORT_SOURCES)
         .await
         .unwrap();
@@ -58,9 +56,8 @@ async fn another_users_report_is_indistinguishable_from_a_missing_one() {
 #[tokio::test]
 async fn a_final_content_never_moves_again() {
     // Arrange
-    let (dbs, registry) = registry_over(1, 2).await;
-    let tenant = dbs.tenants[0].id;
-    let pool = registry.pool(tenant).await.unwrap();
+    let OneTenant { tenant, pool, _dbs } = one_tenant(2).await;
+    let pool = &pool;
     let id = reports::create_report(pool, tenant, UserId::new_random(), &REPORT_SOURCES)
         .await
         .unwrap();
@@ -85,9 +82,8 @@ async fn a_final_content_never_moves_again() {
 #[tokio::test]
 async fn finished_at_is_set_once_when_the_last_content_is_final_even_under_concurrent_finishers() {
     // Arrange
-    let (dbs, registry) = registry_over(1, 10).await;
-    let tenant = dbs.tenants[0].id;
-    let pool = registry.pool(tenant).await.unwrap();
+    let OneTenant { tenant, pool, _dbs } = one_tenant(10).await;
+    let pool = &pool;
     let user = UserId::new_random();
     let id = reports::create_report(pool, tenant, user, &REPORT_SOURCES)
         .await
@@ -127,9 +123,8 @@ async fn finished_at_is_set_once_when_the_last_content_is_final_even_under_concu
 #[tokio::test]
 async fn the_reconciler_queries_find_stale_contents_and_done_but_unfinished_reports() {
     // Arrange: report A has an untouched content for 2 s; report B is all final, not finished
-    let (dbs, registry) = registry_over(1, 2).await;
-    let tenant = dbs.tenants[0].id;
-    let pool = registry.pool(tenant).await.unwrap();
+    let OneTenant { tenant, pool, _dbs } = one_tenant(2).await;
+    let pool = &pool;
     let a = reports::create_report(pool, tenant, UserId::new_random(), &["source_1"])
         .await
         .unwrap();
