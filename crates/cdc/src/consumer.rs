@@ -191,3 +191,20 @@ impl Backoff {
         self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap_and_reset_on_success() {
+        let backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.failure()).collect();
+        assert_eq!(delays[0], Duration::from_millis(250));
+        assert_eq!(delays[1], Duration::from_millis(500));
+        assert_eq!(delays[2], Duration::from_secs(1));
+        assert_eq!(delays[9], MAX_RETRY_DELAY);
+        backoff.reset();
+        assert_eq!(backoff.failure(), BASE_RETRY_DELAY);
+    }
+}
