@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the GraphQL API (POST /graphql, GraphiQL on GET /graphql).
     Api(ApiArgs),
+    /// Create the login role of each database (the user and password of its URL), the
+    /// databases owned by them, and Debezium's replication role; revoke CONNECT from PUBLIC.
+    /// Runs as a superuser (PG_ADMIN_URL). Idempotent.
+    Provision(ProvisionArgs),
     /// Migrate the catalog and every tenant database of TENANTS_CONFIG, and register the
     /// tenants in the catalog. Idempotent.
     Migrate(MigrateArgs),
@@ -136,4 +140,32 @@ pub struct MigrateArgs {
     pub tenancy: TenancyArgs,
     #[command(flatten)]
     pub catalog: CatalogArgs,
+    /// Replication role of Debezium: after migrating a tenant database, its owner grants this
+    /// role SELECT on `report_contents` and `cdc_heartbeat` and INSERT, UPDATE on
+    /// `cdc_heartbeat`. Unset: no grant (Debezium connects some other way).
+    #[arg(long, env = "CDC_DATABASE_USER")]
+    pub cdc_database_user: Option<String>,
+}
+
+/// `liquidity provision`.
+#[derive(Args)]
+pub struct ProvisionArgs {
+    /// Superuser URL of the PostgreSQL server that holds the catalog and every tenant database
+    /// (e.g. its `postgres` database). Only this command uses it; services never do.
+    #[arg(long, env = "PG_ADMIN_URL", hide_env_values = true)]
+    pub pg_admin_url: SecretString,
+    /// JSON tenant registry (as for every role); each `databaseUrl` names the owner role of
+    /// that database and its password.
+    #[arg(long, env = "TENANTS_CONFIG", hide_env_values = true)]
+    pub tenants_config: String,
+    /// URL of the catalog database; its user and password become the catalog's owner role.
+    #[arg(long, env = "CATALOG_DATABASE_URL", hide_env_values = true)]
+    pub catalog_database_url: String,
+    /// Replication role of Debezium, allowed to connect to every tenant database (not the
+    /// catalog). Unset: no replication role is provisioned.
+    #[arg(long, env = "CDC_DATABASE_USER", requires = "cdc_database_password")]
+    pub cdc_database_user: Option<String>,
+    /// Password of CDC_DATABASE_USER.
+    #[arg(long, env = "CDC_DATABASE_PASSWORD", hide_env_values = true)]
+    pub cdc_database_password: Option<SecretString>,
 }

@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Api(args) => commands::api::run(args).await,
+        Command::Provision(args) => commands::provision::run(args).await,
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Tenants(args) => commands::tenants::run(args).await,
         Command::Schema => commands::schema::run(),

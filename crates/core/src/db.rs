@@ -70,3 +70,29 @@ pub fn catalog_pool(options: PgConnectOptions, max_connections: u32, acquire_tim
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options)
 }
+
+/// Tables Debezium reads: the captured table, and the heartbeat table it upserts.
+const CDC_GRANTS: [&str; 2] = [
+    "GRANT SELECT ON report_contents, cdc_heartbeat TO %I",
+    // Debezium's heartbeat.action.query: INSERT ... ON CONFLICT (id) DO UPDATE
+    "GRANT INSERT, UPDATE ON cdc_heartbeat TO %I",
+];
+
+/// Grants Debezium's replication role what it reads and writes in a migrated tenant database:
+/// `SELECT` on `report_contents` (the snapshot) and `cdc_heartbeat`, `INSERT, UPDATE` on
+/// `cdc_heartbeat` (its heartbeat query). Nothing else: it cannot touch `report`, nor write a
+/// report content. Run by the database's owner after [`TENANT_MIGRATOR`] (`liquidity migrate`);
+/// the shipped migrations cannot name the role, which differs per deployment. Idempotent.
+///
+/// # Errors
+/// [`crate::provision::ProvisionError::Unexpected`] when the role does not exist (run
+/// `liquidity provision` first) or the connection is not the tables' owner.
+pub async fn grant_cdc_access(
+    conn: &mut sqlx::PgConnection,
+    replication_role: &str,
+) -> Result<(), crate::provision::ProvisionError> {
+    for grant in CDC_GRANTS {
+        crate::provision::execute_formatted(conn, grant, &[replication_role]).await?;
+    }
+    Ok(())
+}

@@ -12,11 +12,13 @@
 //! - [`reports`]: reports and their per-source contents in a tenant database.
 //! - [`sources`]: the wire protocol of the external source servers.
 //! - [`db`]: connection options and the embedded migrations.
+//! - [`provision`]: least privilege: one login role per database, a replication role for Debezium.
 
 pub mod accounts;
 pub mod catalog;
 pub mod db;
 pub mod ids;
+pub mod provision;
 pub mod reports;
 pub mod sources;
 pub mod tenancy;

@@ -1,7 +1,8 @@
 //! Helpers for tests against the real stack (`scripts/test.sh` brings it up).
 //!
-//! Every test run gets databases of its own, named `lqt_<random>_*`, migrated on creation and
-//! dropped when the [`TestDatabases`] value is dropped, also when the test panics.
+//! Every test run gets databases of its own, named `lqt_<random>_*`, each owned by a login role
+//! of the same name, migrated on creation and dropped with their roles when the
+//! [`TestDatabases`] value is dropped, also when the test panics.
 //!
 //! # Layout
 //! - [`TestDatabases`]: a fresh catalog plus N tenant databases and their `TENANTS_CONFIG`.
@@ -13,18 +14,20 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use liquidity_core::TenantId;
-use liquidity_core::db::{CATALOG_MIGRATOR, TENANT_MIGRATOR};
+use liquidity_core::db::{CATALOG_MIGRATOR, TENANT_MIGRATOR, grant_cdc_access};
+use liquidity_core::provision::{ProvisionPlan, RoleLogin, provision};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 
-/// Admin URL of the test stack's PostgreSQL (`postgres` database), overridable with
-/// `LQDTY_TEST_PG_ADMIN_URL`.
+/// Admin (superuser) URL of the test stack's PostgreSQL (`postgres` database), overridable with
+/// `LQDTY_TEST_PG_ADMIN_URL`. For provisioning and for assertions that need a superuser
+/// (`pg_stat_activity`, replication slots); services under test connect as the owner roles.
 pub fn admin_url() -> String {
     std::env::var("LQDTY_TEST_PG_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55442/postgres".to_owned())
 }
 
-/// A URL of the test server for another database.
+/// A URL of the test server for another database, as the admin.
 pub fn database_url(database: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
@@ -40,59 +43,99 @@ pub struct TestTenant {
     pub name: String,
     /// The tenant's own database.
     pub database: String,
-    /// URL of that database.
+    /// URL of that database, as its owner role (a role of its own, random password).
     pub url: String,
 }
 
+/// A login role of a [`TestDatabases`] and its random password.
+#[derive(Clone, Debug)]
+pub struct TestRole {
+    /// Role name, `lqt_<random>_<what>`.
+    pub role: String,
+    /// Random password.
+    pub password: String,
+}
+
+impl TestRole {
+    fn fresh(role: String) -> Self {
+        Self {
+            role,
+            password: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+}
+
 /// A fresh, migrated catalog database and `n` tenant databases, dropped on drop.
+///
+/// They are provisioned like the dev stack's, through [`liquidity_core::provision`]: each
+/// database is owned by a login role of its own (nothing else may connect to it), and a
+/// replication role, [`TestDatabases::replication`], may connect to the tenant databases for
+/// Debezium. The roles are dropped with the databases.
 pub struct TestDatabases {
     /// Name of the catalog database.
     pub catalog: String,
     /// The tenants, in order `t1..tn`.
     pub tenants: Vec<TestTenant>,
+    /// The replication role for Debezium (the relay's `CDC_DATABASE_USER`/`CDC_DATABASE_PASSWORD`).
+    pub replication: TestRole,
+    catalog_owner: TestRole,
     names: Vec<String>,
+    roles: Vec<String>,
 }
 
 impl TestDatabases {
-    /// Creates and migrates the databases; the tenants are registered in the catalog.
+    /// Provisions and migrates the databases; the tenants are registered in the catalog.
     ///
     /// # Panics
     /// When the test stack's PostgreSQL is not reachable: run the tests with `scripts/test.sh`.
     pub async fn create(tenant_count: usize, max_connections: u32) -> Self {
         let prefix = format!("lqt_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let catalog = format!("{prefix}_catalog");
-        let tenants: Vec<TestTenant> = (1..=tenant_count)
+        let catalog_owner = TestRole::fresh(catalog.clone());
+        let tenants: Vec<(TestTenant, TestRole)> = (1..=tenant_count)
             .map(|i| {
                 let database = format!("{prefix}_t{i}");
-                TestTenant {
+                let owner = TestRole::fresh(database.clone());
+                let tenant = TestTenant {
                     id: TenantId::new_random(),
                     name: format!("t{i}"),
-                    url: database_url(&database),
+                    url: role_url(&owner, &database),
                     database,
-                }
+                };
+                (tenant, owner)
             })
             .collect();
+        let replication = TestRole::fresh(format!("{prefix}_cdc"));
         let mut names = vec![catalog.clone()];
-        names.extend(tenants.iter().map(|t| t.database.clone()));
+        names.extend(tenants.iter().map(|(t, _)| t.database.clone()));
+        let mut roles = vec![catalog_owner.role.clone(), replication.role.clone()];
+        roles.extend(tenants.iter().map(|(_, owner)| owner.role.clone()));
         let this = Self {
             catalog,
-            tenants,
+            tenants: tenants.into_iter().map(|(t, _)| t).collect(),
+            replication,
+            catalog_owner,
             names,
+            roles,
         };
 
-        let mut admin = admin_connection().await;
-        for name in &this.names {
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-                .await
-                .expect("create test database");
-        }
+        let registry = liquidity_core::tenancy::parse_tenants_config(&this.tenants_config(max_connections))
+            .expect("valid test TENANTS_CONFIG");
+        let catalog_options = liquidity_core::db::parse_database_url(&this.catalog_url()).expect("valid catalog URL");
+        let plan = ProvisionPlan::new(
+            &catalog_options,
+            &registry,
+            Some(RoleLogin::new(&this.replication.role, &this.replication.password)),
+        )
+        .expect("valid test provisioning plan");
+        provision(&admin_options(), &plan)
+            .await
+            .unwrap_or_else(|e| panic!("provisioning the test databases failed: {e:#}"));
+
         let mut catalog = PgConnection::connect(&this.catalog_url())
             .await
             .expect("connect to test catalog");
         CATALOG_MIGRATOR.run(&mut catalog).await.expect("migrate test catalog");
-        let registry = liquidity_core::tenancy::parse_tenants_config(&this.tenants_config(max_connections))
-            .expect("valid test TENANTS_CONFIG");
         for (tenant, config) in this.tenants.iter().zip(&registry) {
             liquidity_core::catalog::upsert_tenant(&mut catalog, config)
                 .await
@@ -101,13 +144,16 @@ impl TestDatabases {
                 .await
                 .expect("connect to test tenant");
             TENANT_MIGRATOR.run(&mut conn).await.expect("migrate test tenant");
+            grant_cdc_access(&mut conn, &this.replication.role)
+                .await
+                .expect("grant the replication role its tables");
         }
         this
     }
 
     /// URL of the catalog database.
     pub fn catalog_url(&self) -> String {
-        database_url(&self.catalog)
+        role_url(&self.catalog_owner, &self.catalog)
     }
 
     /// The `TENANTS_CONFIG` JSON of these tenants.
@@ -138,18 +184,19 @@ impl Drop for TestDatabases {
         // Drop cannot await, and may run on a runtime thread: do the cleanup on a thread of
         // its own with a runtime of its own.
         let names = std::mem::take(&mut self.names);
+        let roles = std::mem::take(&mut self.roles);
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            runtime.block_on(drop_databases(names));
+            runtime.block_on(drop_databases_and_roles(names, roles));
         });
         let _ = cleanup.join();
     }
 }
 
-async fn drop_databases(names: Vec<String>) {
+async fn drop_databases_and_roles(names: Vec<String>, roles: Vec<String>) {
     let mut admin = admin_connection().await;
     // Replication slots (Debezium's) pin a database: they must go first.
     let _ = sqlx::query(
@@ -185,11 +232,36 @@ async fn drop_databases(names: Vec<String>) {
             eprintln!("could not drop test database {name}: {e}");
         }
     }
+    // A role owns objects only in its own databases, which are gone now.
+    for role in roles {
+        if let Err(e) = admin
+            .execute(sqlx::AssertSqlSafe(format!(r#"DROP ROLE IF EXISTS "{role}""#)))
+            .await
+        {
+            eprintln!("could not drop test role {role}: {e}");
+        }
+    }
+}
+
+fn admin_options() -> PgConnectOptions {
+    admin_url().parse().expect("LQDTY_TEST_PG_ADMIN_URL is a postgres URL")
+}
+
+/// A URL of the test server for `database`, as `role`. Test names and passwords are
+/// `[a-z0-9_]`, so nothing needs percent-encoding.
+fn role_url(role: &TestRole, database: &str) -> String {
+    let admin = admin_options();
+    format!(
+        "postgres://{}:{}@{}:{}/{database}",
+        role.role,
+        role.password,
+        admin.get_host(),
+        admin.get_port()
+    )
 }
 
 async fn admin_connection() -> PgConnection {
-    let options: PgConnectOptions = admin_url().parse().expect("LQDTY_TEST_PG_ADMIN_URL is a postgres URL");
-    options.connect().await.unwrap_or_else(|e| {
+    admin_options().connect().await.unwrap_or_else(|e| {
         panic!(
             "test PostgreSQL unreachable at {} ({e}); run the tests with scripts/test.sh",
             admin_url()

@@ -1,4 +1,5 @@
-//! `liquidity migrate`: catalog first, then every tenant database.
+//! `liquidity migrate`: catalog first, then every tenant database, each as its owner (the user
+//! of its URL); then the owner grants Debezium's replication role its tables.
 
 use anyhow::Context as _;
 use liquidity_core::{catalog, db};
@@ -22,6 +23,12 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             .run(pool)
             .await
             .with_context(|| format!("migrating tenant {} ({}) failed", tenant.name, tenant.database()))?;
+        if let Some(role) = &args.cdc_database_user {
+            let mut conn = pool.acquire().await?;
+            db::grant_cdc_access(&mut conn, role)
+                .await
+                .with_context(|| format!("granting {role} the CDC tables of tenant {} failed", tenant.name))?;
+        }
         tracing::info!(tenant = %tenant.name, tenant_id = %tenant.id, database = %tenant.database(), "tenant migrated");
     }
     registry.close().await;

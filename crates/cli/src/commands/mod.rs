@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cdc_worker;
 pub mod migrate;
+pub mod provision;
 pub mod schema;
 pub mod sources;
 pub mod tenants;

@@ -2,5 +2,6 @@
 
 mod helpers;
 mod migrations;
+mod provision;
 mod reports;
 mod tenancy;
