@@ -4,9 +4,13 @@
 //! whole cause chain, and reach the client only as an opaque message: never SQL, driver text,
 //! hostnames or stack traces.
 
+use std::time::Duration;
+
 use async_graphql::ErrorExtensions as _;
 use liquidity_core::accounts::AccountError;
 use liquidity_core::tenancy::TenancyError;
+
+use crate::guard::shape::Refusal;
 
 /// One invalid input field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,8 +43,37 @@ pub enum ApiError {
     Conflict(&'static str),
     /// `NOT_FOUND`: also for things that exist but belong to someone else.
     NotFound(&'static str),
+    /// `OPERATION_REFUSED`: the operation asks for more than one request may (see
+    /// [`crate::guard`]); `extensions.reason` says which limit.
+    OperationRefused(Refusal),
+    /// `RATE_LIMITED`: this client or account must wait; `extensions.retryAfterSeconds`.
+    RateLimited {
+        /// What is limited.
+        message: &'static str,
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// `UNAVAILABLE`: the server is saturated; `extensions.retryAfterSeconds`.
+    Unavailable {
+        /// What is saturated.
+        message: &'static str,
+        /// How long to wait.
+        retry_after: Duration,
+    },
     /// `INTERNAL`: logged with its cause chain, opaque to the client.
     Internal(anyhow::Error),
+}
+
+/// `extensions.code` of [`ApiError::RateLimited`], which the HTTP layer answers with 429.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// `extensions.code` of [`ApiError::Unavailable`], which the HTTP layer answers with 503.
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
+/// The extension carrying the whole seconds to wait before retrying (at least 1).
+pub const RETRY_AFTER_SECONDS: &str = "retryAfterSeconds";
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` can say.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl ApiError {
@@ -61,6 +94,9 @@ impl ApiError {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Conflict(_) => "CONFLICT",
             Self::NotFound(_) => "NOT_FOUND",
+            Self::OperationRefused(_) => "OPERATION_REFUSED",
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::Unavailable { .. } => UNAVAILABLE,
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -89,6 +125,18 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Unauthenticated(message) | ApiError::Conflict(message) | ApiError::NotFound(message) => {
                 async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
             }
+            ApiError::OperationRefused(refusal) => {
+                async_graphql::Error::new(refusal.message()).extend_with(|_, ext| {
+                    ext.set("code", code);
+                    ext.set("reason", refusal.reason());
+                })
+            }
+            ApiError::RateLimited { message, retry_after } | ApiError::Unavailable { message, retry_after } => {
+                async_graphql::Error::new(message).extend_with(|_, ext| {
+                    ext.set("code", code);
+                    ext.set(RETRY_AFTER_SECONDS, retry_after_seconds(retry_after));
+                })
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error.cause_chain = ?e, error.message = %e, "internal error");
                 async_graphql::Error::new("internal error").extend_with(|_, ext| ext.set("code", code))
@@ -103,6 +151,14 @@ impl From<AccountError> for ApiError {
             AccountError::UsernameTaken => Self::Conflict("username is taken"),
             AccountError::UnknownTenant => Self::bad_field("tenantId", "unknown tenant"),
             AccountError::InvalidCredentials => Self::Unauthenticated("invalid username or password"),
+            AccountError::LockedOut(retry_after) => Self::RateLimited {
+                message: "too many failed logins for this account: retry later",
+                retry_after,
+            },
+            AccountError::Busy => Self::Unavailable {
+                message: "the server is busy: retry shortly",
+                retry_after: Duration::from_secs(1),
+            },
             AccountError::Unexpected(e) => Self::Internal(e),
         }
     }
@@ -154,6 +210,16 @@ fn graphql_name(rust_path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
+        assert_eq!(super::retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(super::retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(super::retry_after_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(super::retry_after_seconds(Duration::from_secs(900)), 900);
+    }
+
     #[test]
     fn field_paths_are_reported_with_their_graphql_names() {
         assert_eq!(super::graphql_name("tax_id"), "taxId");

@@ -11,12 +11,21 @@
 //! - [`auth`]: JWT issuing and verification, and the per-request [`auth::Auth`] data.
 //! - [`error`]: [`error::ApiError`], the only error type resolvers return, with its
 //!   `extensions.code`.
-//! - [`server`]: the axum application: routes, limits, request ids, graceful shutdown.
+//! - [`guard`]: refuses operations that cost too much (repeated `login`/`register`/
+//!   `startReport`, too many root fields, too deep) before anything executes.
+//! - [`throttle`]: per-client-IP token buckets of `login` and `register`.
+//! - [`client_ip`]: the client address, from the socket or a trusted proxy's
+//!   `X-Forwarded-For`.
+//! - [`server`]: the axum application: routes, limits, request ids, 429/503 with
+//!   `Retry-After`, graceful shutdown.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
+pub mod guard;
 pub mod schema;
 pub mod server;
+pub mod throttle;
 
 pub use schema::{ApiDeps, AppSchema, build_schema, schema_sdl};
 pub use server::{ApiSettings, Application};

@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, Request, StatusCode, header};
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -19,6 +19,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, TokenService};
+use crate::client_ip::TrustedProxies;
+use crate::error::{RATE_LIMITED, RETRY_AFTER_SECONDS, UNAVAILABLE};
 use crate::schema::{ApiDeps, AppSchema, build_schema};
 
 /// Largest request body accepted. async-graphql's extractor reads the body itself, so axum's
@@ -30,11 +32,20 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The longest client-supplied `x-request-id` we keep; longer ones are replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
 /// Where and how the API listens.
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     /// Address to bind; port 0 picks a free port (tests).
     pub listen_addr: SocketAddr,
+    /// Serve GraphiQL on `GET /graphql`.
+    pub graphiql: bool,
+    /// Answer `__schema` and `__type`.
+    pub introspection: bool,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Clone)]
@@ -42,6 +53,7 @@ struct AppState {
     schema: AppSchema,
     tokens: TokenService,
     deps: ApiDeps,
+    trusted_proxies: TrustedProxies,
 }
 
 /// A bound, not yet serving, API server.
@@ -58,13 +70,14 @@ impl Application {
     pub async fn build(settings: &ApiSettings, deps: ApiDeps) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let state = AppState {
-            schema: build_schema(deps.clone()),
+            schema: build_schema(deps.clone(), settings.introspection),
             tokens: deps.tokens.clone(),
             deps,
+            trusted_proxies: settings.trusted_proxies.clone(),
         };
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, settings.graphiql),
         })
     }
 
@@ -82,14 +95,14 @@ impl Application {
     /// # Errors
     /// Accept-loop I/O errors.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, graphiql: bool) -> Router {
     let middleware = ServiceBuilder::new()
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
@@ -112,17 +125,27 @@ fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
+    // GET serves GraphiQL only: queries over GET are not executed, so no mutation can be
+    // triggered by a link or an <img> tag.
+    let graphql_route = if graphiql {
+        get(graphiql_page).post(graphql)
+    } else {
+        post(graphql)
+    };
     Router::new()
-        // GET serves GraphiQL only: queries over GET are not executed, so no mutation can be
-        // triggered by a link or an <img> tag.
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", graphql_route)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(middleware)
         .with_state(state)
 }
 
-async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = state.tokens.authenticate(authorization);
     if let Auth::User(claims) = &auth {
@@ -130,10 +153,64 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         span.record("tenant_id", tracing::field::display(claims.tenant_id));
         span.record("user_id", tracing::field::display(claims.user_id));
     }
-    state.schema.execute(request.into_inner().data(auth)).await.into()
+    let client = state.trusted_proxies.client_of(peer, &headers);
+    let response = state.schema.execute(request.into_inner().data(auth).data(client)).await;
+    match refusal_status(&response) {
+        Some((status, retry_after)) => (
+            status,
+            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
+            GraphQLResponse::from(response),
+        )
+            .into_response(),
+        None => GraphQLResponse::from(response).into_response(),
+    }
 }
 
-async fn graphiql() -> impl IntoResponse {
+/// A request refused as a whole (no data) because of a rate limit or saturation is answered
+/// with its HTTP status, 429 or 503, and `Retry-After`, so that proxies and HTTP clients back
+/// off without reading GraphQL errors. Everything else stays 200, as GraphQL over HTTP says.
+fn refusal_status(response: &async_graphql::Response) -> Option<(StatusCode, u64)> {
+    if response.data != async_graphql::Value::Null {
+        return None;
+    }
+    response.errors.iter().find_map(|error| {
+        let extensions = error.extensions.as_ref()?;
+        let status = match extensions.get("code")? {
+            async_graphql::Value::String(code) if code == RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+            async_graphql::Value::String(code) if code == UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+            _ => return None,
+        };
+        let retry_after = match extensions.get(RETRY_AFTER_SECONDS)? {
+            async_graphql::Value::Number(seconds) => seconds.as_u64()?,
+            _ => return None,
+        };
+        Some((status, retry_after))
+    })
+}
+
+/// A client-supplied `x-request-id` reaches our logs and is echoed back: keep it only when it
+/// is a short token of safe characters, so that nobody can inject log lines, markup or megabytes;
+/// otherwise [`SetRequestIdLayer`] generates a fresh one.
+async fn drop_unsafe_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let safe = request
+        .headers()
+        .get(&REQUEST_ID)
+        .is_none_or(|value| is_safe_request_id(value.as_bytes()));
+    if !safe {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// 1 to [`MAX_REQUEST_ID_LEN`] characters of `A-Z a-z 0-9 - _ . :`.
+fn is_safe_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+async fn graphiql_page() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
@@ -145,5 +222,21 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(error.cause_chain = ?e, "catalog not reachable");
             (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_request_id;
+
+    #[test]
+    fn only_short_tokens_of_safe_characters_are_kept_as_request_ids() {
+        assert!(is_safe_request_id(b"0d6c1a3e-7f2b-4c55-9a0e-3b2f1c4d5e6f"));
+        assert!(is_safe_request_id(b"trace:abc_123.x"));
+        assert!(!is_safe_request_id(b""));
+        assert!(!is_safe_request_id("a".repeat(65).as_bytes()));
+        assert!(!is_safe_request_id(b"id\nlevel=ERROR forged"));
+        assert!(!is_safe_request_id(b"<script>"));
+        assert!(!is_safe_request_id(b"a b"));
     }
 }

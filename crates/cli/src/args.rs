@@ -2,11 +2,14 @@
 //! variable named in `--help`; values of secret variables are never echoed.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use liquidity_api::client_ip::TrustedProxies;
 use liquidity_core::db;
 use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
 use secrecy::SecretString;
@@ -131,6 +134,35 @@ pub struct ApiArgs {
     /// Lifetime of issued tokens (`1h`, `15m`...).
     #[arg(long, env = "JWT_TTL", value_parser = humantime::parse_duration, default_value = "1h")]
     pub jwt_ttl: Duration,
+    /// Answer introspection (`__schema`, `__type`). Production deployments that publish no
+    /// schema set it to false.
+    #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub graphql_introspection: bool,
+    /// Serve GraphiQL on `GET /graphql`. Production deployments set it to false.
+    #[arg(long, env = "GRAPHIQL", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub graphiql: bool,
+    /// Comma-separated addresses or networks (`10.0.0.0/8`) of the reverse proxies whose
+    /// `X-Forwarded-For` names the client. Empty: the client is the socket's peer.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// Password hashes running at once (each holds 19 MiB and a thread for ~20 ms; more than
+    /// the cores only adds memory). Default: the number of cores.
+    #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
+    pub hash_concurrency: Option<u16>,
+    /// How long a login or register waits for a free hash slot before `UNAVAILABLE` (HTTP 503).
+    /// Default: 2s.
+    #[arg(long, env = "HASH_QUEUE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub hash_queue_timeout: Option<Duration>,
+    /// `login` and `register` per client IP and minute, sustained. With the burst below, a
+    /// person, or an office behind one NAT, never meets it, while a script gets a password
+    /// guess every 2 s at most. Per replica: N API replicas admit N times this.
+    #[arg(long, env = "AUTH_IP_RATE", default_value = "30")]
+    pub auth_ip_rate: NonZeroU32,
+    /// `login` and `register` one client IP may send at once after a quiet period.
+    #[arg(long, env = "AUTH_IP_BURST", default_value = "10")]
+    pub auth_ip_burst: NonZeroU32,
 }
 
 /// `liquidity migrate`.

@@ -10,13 +10,14 @@ use liquidity_core::accounts::Accounts;
 use liquidity_core::tenancy::TenantRegistry;
 
 use crate::auth::{Auth, Claims, TokenService};
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
+use crate::guard::OperationGuard;
+use crate::throttle::IpThrottle;
 
-/// Deepest selection we execute. Our deepest legitimate query (`report { contents { id } }`)
-/// is 3 levels; introspection queries from GraphiQL need about 8.
-pub const MAX_DEPTH: usize = 12;
-
-/// Most expensive query we execute (every selected field costs 1).
+/// Most expensive query we execute (every selected field costs 1). The standard introspection
+/// query costs about 100. Depth and the number of costly and root fields are limited by
+/// [`crate::guard`], which exempts introspection from the operation depth limit.
 pub const MAX_COMPLEXITY: usize = 250;
 
 /// What resolvers need; attached to the schema once.
@@ -28,6 +29,8 @@ pub struct ApiDeps {
     pub registry: Arc<TenantRegistry>,
     /// JWT issuing.
     pub tokens: TokenService,
+    /// Per-client-IP buckets of `login` and `register`.
+    pub auth_throttle: Arc<IpThrottle>,
 }
 
 /// Queries of every module.
@@ -44,14 +47,20 @@ pub struct MutationRoot(users::UsersMutation, reports::ReportsMutation);
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription).limit_complexity(MAX_COMPLEXITY)
 }
 
-/// The schema with its dependencies. Each request must carry an [`Auth`] as request data.
-pub fn build_schema(deps: ApiDeps) -> AppSchema {
-    builder().data(deps).finish()
+/// The schema with its dependencies. Each request must carry an [`Auth`] and a [`ClientIp`]
+/// as request data. Without `introspection`, `__schema` and `__type` are refused (production
+/// deployments that publish no schema).
+pub fn build_schema(deps: ApiDeps, introspection: bool) -> AppSchema {
+    let builder = builder().data(deps).extension(OperationGuard { introspection });
+    if introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    }
+    .finish()
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.
@@ -62,6 +71,13 @@ pub fn schema_sdl() -> String {
 fn deps<'a>(ctx: &Context<'a>) -> Result<&'a ApiDeps, ApiError> {
     ctx.data::<ApiDeps>()
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("ApiDeps missing from the schema")))
+}
+
+/// The client address the HTTP layer resolved (see [`crate::client_ip`]).
+fn client_ip(ctx: &Context<'_>) -> Result<ClientIp, ApiError> {
+    ctx.data::<ClientIp>()
+        .copied()
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("ClientIp missing from the request")))
 }
 
 /// The verified claims of the caller, or `UNAUTHENTICATED`.

@@ -7,7 +7,7 @@ use liquidity_core::accounts::Registration;
 use liquidity_core::catalog;
 use liquidity_core::tenancy::TenantRegistry;
 
-use super::{claims, deps};
+use super::{ApiDeps, claims, client_ip, deps};
 use crate::error::ApiError;
 
 /// A user of Liquidity.
@@ -124,6 +124,7 @@ impl UsersMutation {
     /// Creates a user in a tenant and logs them in.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> async_graphql::Result<AuthPayload> {
         let deps = deps(ctx)?;
+        admit_client(ctx, deps)?;
         input.validate_with(&deps.registry).map_err(ApiError::from)?;
         let registration = Registration {
             tenant_id: input
@@ -141,6 +142,7 @@ impl UsersMutation {
     /// Exchanges a username and password for a token.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
         let deps = deps(ctx)?;
+        admit_client(ctx, deps)?;
         input.validate().map_err(ApiError::from)?;
         let user = deps
             .accounts
@@ -151,7 +153,20 @@ impl UsersMutation {
     }
 }
 
-fn auth_payload(deps: &super::ApiDeps, user: catalog::User) -> Result<AuthPayload, ApiError> {
+/// Takes a token from the caller's per-IP bucket: `RATE_LIMITED` before any validation, lookup
+/// or hash when it is empty.
+fn admit_client(ctx: &Context<'_>, deps: &ApiDeps) -> Result<(), ApiError> {
+    let client = client_ip(ctx)?;
+    deps.auth_throttle.check(client.0).map_err(|retry_after| {
+        tracing::info!(client_ip = %client.0, ?retry_after, "login/register rate limited");
+        ApiError::RateLimited {
+            message: "too many login or register attempts from this address: retry later",
+            retry_after,
+        }
+    })
+}
+
+fn auth_payload(deps: &ApiDeps, user: catalog::User) -> Result<AuthPayload, ApiError> {
     let token = deps
         .tokens
         .issue(&user)

@@ -1,10 +1,13 @@
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use liquidity_api::auth::{Claims, TokenService};
+use liquidity_api::client_ip::TrustedProxies;
+use liquidity_api::throttle::{IpQuota, IpThrottle};
 use liquidity_api::{ApiDeps, ApiSettings, Application};
-use liquidity_core::accounts::{Accounts, PasswordHasher};
+use liquidity_core::accounts::{Accounts, HashLimits, PasswordHasher};
 use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
 use liquidity_test_support::TestDatabases;
 use secrecy::SecretString;
@@ -31,15 +34,39 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Like [`spawn_app`], letting the test edit the tenant registry JSON before the app starts.
-pub async fn spawn_app_with(edit_tenants: impl FnOnce(&mut Vec<Value>)) -> TestApp {
+/// What a test may change before its app starts.
+pub struct AppConfig {
+    /// The tenant registry JSON.
+    pub tenants: Vec<Value>,
+    pub settings: ApiSettings,
+    pub hash_limits: HashLimits,
+    pub ip_quota: IpQuota,
+}
+
+/// Like [`spawn_app`], letting the test edit the configuration before the app starts. The
+/// defaults are the binary's, but for a per-IP quota high enough that tests sharing
+/// 127.0.0.1 never meet it (the throttle tests set their own).
+pub async fn spawn_app_with(edit: impl FnOnce(&mut AppConfig)) -> TestApp {
     liquidity_test_support::init_tracing();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dbs = TestDatabases::create(2, 5).await;
-    let mut tenants: Vec<Value> = serde_json::from_str(&dbs.tenants_config(5)).unwrap();
-    edit_tenants(&mut tenants);
+    let mut config = AppConfig {
+        tenants: serde_json::from_str(&dbs.tenants_config(5)).unwrap(),
+        settings: ApiSettings {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            graphiql: true,
+            introspection: true,
+            trusted_proxies: TrustedProxies::default(),
+        },
+        hash_limits: HashLimits::default(),
+        ip_quota: IpQuota {
+            per_minute: NonZeroU32::new(10_000).unwrap(),
+            burst: NonZeroU32::new(10_000).unwrap(),
+        },
+    };
+    edit(&mut config);
     let registry = Arc::new(TenantRegistry::new(
-        parse_tenants_config(&Value::Array(tenants).to_string()).unwrap(),
+        parse_tenants_config(&Value::Array(config.tenants).to_string()).unwrap(),
         PoolSettings {
             acquire_timeout: Duration::from_secs(2),
             ..PoolSettings::default()
@@ -49,18 +76,12 @@ pub async fn spawn_app_with(edit_tenants: impl FnOnce(&mut Vec<Value>)) -> TestA
     let secret = SecretString::from(format!("test-secret-{}", uuid::Uuid::new_v4()));
     let tokens = TokenService::new(&secret, Duration::from_secs(600)).unwrap();
     let deps = ApiDeps {
-        accounts: Accounts::new(catalog, PasswordHasher::new().unwrap()),
+        accounts: Accounts::new(catalog, PasswordHasher::new(config.hash_limits).unwrap()),
         registry: registry.clone(),
         tokens: tokens.clone(),
+        auth_throttle: Arc::new(IpThrottle::new(config.ip_quota)),
     };
-    let app = Application::build(
-        &ApiSettings {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-        },
-        deps,
-    )
-    .await
-    .unwrap();
+    let app = Application::build(&config.settings, deps).await.unwrap();
     let addr = app.local_addr().unwrap();
     let (shutdown, stopped) = Shutdown::new();
     tokio::spawn(app.run_until_stopped(stopped));
@@ -79,18 +100,23 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Executes a GraphQL request and returns the whole response body.
+    /// Executes a GraphQL request and returns the whole response body; the HTTP status must
+    /// be a success.
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
-        let mut request = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
+        let mut request = self.post(query, variables);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.unwrap();
         assert!(response.status().is_success(), "HTTP {}", response.status());
         response.json().await.unwrap()
+    }
+
+    /// A GraphQL POST to send as it is or with more headers, for tests of the HTTP layer.
+    pub fn post(&self, query: &str, variables: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
     }
 
     pub async fn register(&self, tenant: usize, username: &str, password: &str) -> Value {

@@ -123,8 +123,10 @@ async fn an_internal_error_reaches_the_client_as_an_opaque_message() {
     // Arrange: a third tenant whose database does not exist
     let ghost = uuid::Uuid::new_v4();
     let ghost_url = liquidity_test_support::database_url("lqt_ghost_does_not_exist");
-    let app = spawn_app_with(|tenants| {
-        tenants.push(json!({ "id": ghost, "name": "ghost", "databaseUrl": ghost_url }));
+    let app = spawn_app_with(|config| {
+        config
+            .tenants
+            .push(json!({ "id": ghost, "name": "ghost", "databaseUrl": ghost_url }));
     })
     .await;
     let mut catalog = sqlx::PgConnection::connect(&app.dbs.catalog_url()).await.unwrap();

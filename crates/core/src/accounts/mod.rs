@@ -1,12 +1,20 @@
 //! Registration and login.
+//!
+//! Two bounds keep login from being a cheap attack or a way to exhaust the API:
+//! - password hashing runs at most [`HashLimits::concurrency`] at a time ([`password`]);
+//! - an account whose password was guessed wrong too often in a row is locked for a growing
+//!   time ([`LOCKOUT`]), answered without hashing. The count lives in the catalog, so every API
+//!   replica, and a restarted one, enforces the same lockout.
 
 mod password;
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 
-pub use password::{PasswordHashError, PasswordHasher};
+pub use password::{HashError, HashLimits, MEMORY_KIB, PasswordHasher};
 
-use crate::catalog::{self, CatalogError, NewUser, User};
+use crate::catalog::{self, CatalogError, LockoutPolicy, NewUser, User};
 use crate::ids::{TenantId, UserId};
 
 /// A validated registration request.
@@ -21,6 +29,17 @@ pub struct Registration {
     pub tax_id: String,
 }
 
+/// Per-account lockout: 5 free failures in a row, then 1 s, doubling with each further failure
+/// up to 15 minutes; a failure an hour after the previous one starts the count again. At the
+/// cap an online guesser gets about 100 guesses a day per account, while the owner who mistypes
+/// a few times is never locked out.
+pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
+    free_failures: 5,
+    first_lockout: Duration::from_secs(1),
+    max_lockout: Duration::from_secs(15 * 60),
+    forget_after: Duration::from_secs(60 * 60),
+};
+
 /// What registration or login can fail on.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -33,9 +52,25 @@ pub enum AccountError {
     /// Wrong username or wrong password; deliberately the same error for both.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Too many failed logins in a row for this username: try again after this long. Known
+    /// and unknown usernames are locked alike, so a lockout does not reveal which exist.
+    #[error("too many failed logins: locked for {0:?}")]
+    LockedOut(Duration),
+    /// Password hashing is saturated; retry after a short while.
+    #[error("password hashing is saturated")]
+    Busy,
     /// Database or hashing failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy(_) => Self::Busy,
+            failed @ HashError::Failed(_) => Self::Unexpected(failed.into()),
+        }
+    }
 }
 
 impl From<CatalogError> for AccountError {
@@ -82,15 +117,25 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Checks a username and password.
+    /// Checks a username and password, under the per-account [`LOCKOUT`].
     ///
     /// Takes the same time whether or not the username exists: an unknown user is verified
-    /// against a dummy hash, so response times do not reveal which usernames are taken.
+    /// against a dummy hash, so response times do not reveal which usernames are taken. A
+    /// locked username is answered at once, without hashing.
     ///
     /// # Errors
-    /// [`AccountError::InvalidCredentials`] for an unknown user or a wrong password alike.
+    /// [`AccountError::InvalidCredentials`] for an unknown user or a wrong password alike;
+    /// [`AccountError::LockedOut`] while the username is locked (the failure that earns a
+    /// lockout is still answered `InvalidCredentials`); [`AccountError::Busy`] when hashing is
+    /// saturated.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, username: &str, password: String) -> Result<User, AccountError> {
+        if let Some(remaining) = catalog::login_locked_for(&self.catalog, username)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("login throttle lookup failed"))?
+        {
+            return Err(AccountError::LockedOut(remaining));
+        }
         let credentials = catalog::find_credentials_by_username(&self.catalog, username)
             .await
             .map_err(|e| anyhow::Error::new(e).context("catalog lookup failed"))?;
@@ -100,8 +145,21 @@ impl Accounts {
         };
         let verified = self.hasher.verify(password, stored_hash).await?;
         match user {
-            Some(user) if verified => Ok(user),
-            _ => Err(AccountError::InvalidCredentials),
+            Some(user) if verified => {
+                catalog::clear_login_failures(&self.catalog, username)
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context("login throttle reset failed"))?;
+                Ok(user)
+            }
+            _ => {
+                let locked = catalog::record_login_failure(&self.catalog, username, &LOCKOUT)
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context("login throttle update failed"))?;
+                if let Some(lockout) = locked {
+                    tracing::warn!(?lockout, "repeated failed logins: account locked");
+                }
+                Err(AccountError::InvalidCredentials)
+            }
         }
     }
 

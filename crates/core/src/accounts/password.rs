@@ -1,100 +1,163 @@
-//! argon2id password hashing, off the async executor.
+//! argon2id password hashing, off the async executor and bounded.
+//!
+//! Every hash holds [`MEMORY_KIB`] of memory and a blocking thread for ~20 ms. Without a bound,
+//! N concurrent logins hold N x 19 MiB and up to 512 blocking threads, and glibc keeps the freed
+//! arenas afterwards: a spike of ordinary logins could exhaust the process. So at most
+//! [`HashLimits::concurrency`] hashes run at once, and a caller that cannot get a slot within
+//! [`HashLimits::queue_timeout`] is told [`HashError::Busy`] at once instead of queueing without
+//! bound. The slot is held by the blocking task itself, so a request that is cut off (timeout,
+//! disconnect) still counts until its hash really ends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// OWASP's first recommended argon2id configuration: 19 MiB of memory, 2 passes, 1 lane.
 /// About 15-20 ms of CPU per hash on our 2-core machines (see the README's benchmarks).
-const MEMORY_KIB: u32 = 19 * 1024;
+pub const MEMORY_KIB: u32 = 19 * 1024;
 const PASSES: u32 = 2;
 const LANES: u32 = 1;
 
-/// Hashing failed (never because of a wrong password).
-#[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct PasswordHashError(String);
+/// How many hashes may run at once, and how long a caller waits for a slot.
+#[derive(Clone, Copy, Debug)]
+pub struct HashLimits {
+    /// Hashes running at once (at least 1). Each holds 19 MiB and one blocking thread.
+    pub concurrency: usize,
+    /// How long a caller waits for a free slot before [`HashError::Busy`].
+    pub queue_timeout: Duration,
+}
 
-/// Hashes and verifies passwords with argon2id and a per-user random salt.
+impl Default for HashLimits {
+    /// One hash per core (more only adds memory: the work is CPU-bound), 2 s of queueing.
+    fn default() -> Self {
+        Self {
+            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What hashing or verifying can fail on (never a wrong password: that is `Ok(false)`).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every slot stayed busy for the whole queue timeout: the caller should retry later.
+    #[error("password hashing is saturated: no slot within {0:?}")]
+    Busy(Duration),
+    /// argon2 refused its input, a stored hash is not a PHC string, or the blocking pool is gone.
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Hashes and verifies passwords with argon2id and a per-user random salt, at most
+/// [`HashLimits::concurrency`] at a time.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     /// A hash of a random password with the same parameters, verified when the username does
     /// not exist so that a login costs the same either way.
     dummy_hash: Arc<str>,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
 }
 
 impl PasswordHasher {
-    /// A hasher with OWASP parameters. Computes the dummy hash once (one hash of CPU time).
+    /// A hasher with OWASP parameters and these limits. Computes the dummy hash once (one hash
+    /// of CPU time).
     ///
     /// # Errors
     /// If argon2 refuses the parameters, which would be a programming error.
-    pub fn new() -> Result<Self, PasswordHashError> {
-        let params = Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|e| PasswordHashError(e.to_string()))?;
+    pub fn new(limits: HashLimits) -> Result<Self, HashError> {
+        let params = Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|e| HashError::Failed(e.to_string()))?;
         let dummy_password = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hash_with(&params, dummy_password.as_bytes())?;
         Ok(Self {
             params,
             dummy_hash: dummy_hash.into(),
+            slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            queue_timeout: limits.queue_timeout,
         })
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of the password.
     ///
     /// # Errors
-    /// Hashing failures, or the blocking pool being shut down.
-    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+    /// [`HashError::Busy`] when no slot frees up in time; hashing failures.
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let params = self.params.clone();
-        spawn_blocking_in_span(move || hash_with(&params, password.as_bytes()))
-            .await
-            .context("hashing task failed")?
-            .context("hashing failed")
+        self.run_bounded(move || hash_with(&params, password.as_bytes())).await
     }
 
     /// Whether the password matches the stored PHC string. With `None` (no such user) it
     /// verifies against the dummy hash and answers `false`, spending the same time.
     ///
     /// # Errors
-    /// A stored hash that is not a valid PHC string, or the blocking pool being shut down.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> anyhow::Result<bool> {
+    /// [`HashError::Busy`] when no slot frees up in time; a stored hash that is not a valid
+    /// PHC string.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, HashError> {
         let known_user = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
-        let matches = spawn_blocking_in_span(move || -> anyhow::Result<bool> {
-            let parsed =
-                PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
-            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        let matches = self
+            .run_bounded(move || {
+                let parsed = PasswordHash::new(&stored)
+                    .map_err(|e| HashError::Failed(format!("stored hash is not a PHC string: {e}")))?;
+                Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            })
+            .await?;
+        Ok(known_user && matches)
+    }
+
+    /// Waits up to the queue timeout for a slot, then runs `work` on the blocking pool holding
+    /// it, in the caller's span.
+    async fn run_bounded<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<R, HashError> + Send + 'static,
+    ) -> Result<R, HashError> {
+        let permit = self.acquire().await?;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            // Moved in: released when the hash ends, even if the caller has gone.
+            let _permit: OwnedSemaphorePermit = permit;
+            span.in_scope(work)
         })
         .await
-        .context("verification task failed")??;
-        Ok(known_user && matches)
+        .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))?
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(HashError::Failed("hash slots closed".into())),
+            Err(_elapsed) => {
+                tracing::warn!(queue_timeout = ?self.queue_timeout, "password hashing saturated: request refused");
+                Err(HashError::Busy(self.queue_timeout))
+            }
+        }
     }
 }
 
-fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordHashError> {
+fn hash_with(params: &Params, password: &[u8]) -> Result<String, HashError> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password)
         .map(|hash| hash.to_string())
-        .map_err(|e| PasswordHashError(e.to_string()))
-}
-
-/// argon2 is CPU-bound for ~20 ms: run it on the blocking pool so it never stalls the
-/// executor's worker threads, keeping the caller's span for its logs.
-fn spawn_blocking_in_span<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> tokio::task::JoinHandle<R> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .map_err(|e| HashError::Failed(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn hasher() -> PasswordHasher {
+        PasswordHasher::new(HashLimits::default()).unwrap()
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
         // Arrange
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = hasher();
 
         // Act
         let hash = hasher.hash("correct-horse".into()).await.unwrap();
@@ -107,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_password_gets_a_different_salt_each_time() {
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = hasher();
         let a = hasher.hash("same-password".into()).await.unwrap();
         let b = hasher.hash("same-password".into()).await.unwrap();
         assert_ne!(a, b);
@@ -115,7 +178,58 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies_even_with_the_dummy_password() {
-        let hasher = PasswordHasher::new().unwrap();
-        assert!(!hasher.verify("anything".into(), None).await.unwrap());
+        assert!(!hasher().verify("anything".into(), None).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_hashes_than_the_concurrency_run_at_once_and_the_rest_are_refused_quickly() {
+        // Arrange: one slot, a short queue, and a slot held by the test itself
+        let hasher = PasswordHasher::new(HashLimits {
+            concurrency: 1,
+            queue_timeout: Duration::from_millis(50),
+        })
+        .unwrap();
+        let held = hasher.slots.clone().acquire_owned().await.unwrap();
+
+        // Act
+        let refused = hasher.hash("correct-horse".into()).await;
+        drop(held);
+        let admitted = hasher.hash("correct-horse".into()).await;
+
+        // Assert
+        assert!(matches!(refused, Err(HashError::Busy(_))), "{refused:?}");
+        assert!(admitted.is_ok(), "{admitted:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_caller_keeps_its_slot_until_its_hash_ends() {
+        // Arrange
+        let hasher = PasswordHasher::new(HashLimits {
+            concurrency: 1,
+            queue_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+
+        // Act: start a hash, then drop the caller's future as a request timeout would
+        let caller = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.hash("correct-horse".into()).await }
+        });
+        poll_until(|| hasher.slots.available_permits() == 0).await;
+        caller.abort();
+
+        // Assert: the slot is still taken (the blocking hash runs on), then comes back
+        assert_eq!(hasher.slots.available_permits(), 0);
+        poll_until(|| hasher.slots.available_permits() == 1).await;
+    }
+
+    /// Polls a condition every millisecond (a hash lasts ~20 ms: `wait_until`'s 50 ms period
+    /// could miss it) for at most 5 s.
+    async fn poll_until(condition: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "condition not met within 5 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }

@@ -3,5 +3,6 @@
 mod repo;
 
 pub use repo::{
-    CatalogError, NewUser, User, UserCredentials, find_credentials_by_username, find_user, insert_user, upsert_tenant,
+    CatalogError, LockoutPolicy, NewUser, User, UserCredentials, clear_login_failures, find_credentials_by_username,
+    find_user, insert_user, login_locked_for, record_login_failure, upsert_tenant,
 };

@@ -1,5 +1,7 @@
 //! SQL of the catalog database.
 
+use std::time::Duration;
+
 use sqlx::{FromRow, PgExecutor};
 
 use crate::ids::{TenantId, UserId};
@@ -127,6 +129,92 @@ pub async fn find_user(
         .bind(tenant_id)
         .fetch_optional(db)
         .await
+}
+
+/// How consecutive login failures of one account turn into a lockout.
+#[derive(Clone, Copy, Debug)]
+pub struct LockoutPolicy {
+    /// Failures in a row that cost nothing (at least 1); the next one locks the account.
+    pub free_failures: i32,
+    /// The first lockout; each further failure doubles it.
+    pub first_lockout: Duration,
+    /// The longest lockout.
+    pub max_lockout: Duration,
+    /// A failure this long after the previous one starts the count again.
+    pub forget_after: Duration,
+}
+
+/// How long login for this username (case-insensitively) stays locked, or `None`.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all)]
+pub async fn login_locked_for(db: impl PgExecutor<'_>, username: &str) -> Result<Option<Duration>, sqlx::Error> {
+    let remaining_ms: Option<i64> = sqlx::query_scalar(
+        "SELECT ceil(extract(epoch FROM locked_until - now()) * 1000)::int8 FROM login_throttle
+         WHERE username_key = lower($1) AND locked_until > now()",
+    )
+    .bind(username)
+    .fetch_optional(db)
+    .await?;
+    Ok(remaining_ms.map(millis))
+}
+
+/// Counts one more failed login of this username and returns the lockout it earned, if any.
+/// One statement, so concurrent failures on several replicas all count.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all)]
+pub async fn record_login_failure(
+    db: impl PgExecutor<'_>,
+    username: &str,
+    policy: &LockoutPolicy,
+) -> Result<Option<Duration>, sqlx::Error> {
+    // One INSERT .. ON CONFLICT, so that the count and the lockout change together, atomically
+    // under concurrent failures. The new count (`failures` of the UPDATE) is 1 again when the
+    // previous failure is older than `forget_after`; it is spelled twice because SET cannot
+    // refer to another SET. The lockout: none up to `free_failures`, then `first_lockout`
+    // doubling per failure, capped at `max_lockout`.
+    let locked_ms: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO login_throttle AS t (username_key, failures, last_failure_at, locked_until)
+         VALUES (lower($1), 1, now(), CASE WHEN 1 > $2 THEN now() + make_interval(secs => $3) END)
+         ON CONFLICT (username_key) DO UPDATE SET
+             failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $5) THEN 1
+                             ELSE t.failures + 1 END,
+             last_failure_at = now(),
+             locked_until = CASE
+                 WHEN t.last_failure_at < now() - make_interval(secs => $5) THEN NULL
+                 WHEN t.failures + 1 > $2
+                 THEN now() + make_interval(secs => least($3 * power(2, least(t.failures - $2, 30)), $4))
+             END
+         RETURNING ceil(extract(epoch FROM locked_until - now()) * 1000)::int8",
+    )
+    .bind(username)
+    .bind(policy.free_failures)
+    .bind(policy.first_lockout.as_secs_f64())
+    .bind(policy.max_lockout.as_secs_f64())
+    .bind(policy.forget_after.as_secs_f64())
+    .fetch_one(db)
+    .await?;
+    Ok(locked_ms.map(millis))
+}
+
+/// Forgets the failures of this username after a successful login.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all)]
+pub async fn clear_login_failures(db: impl PgExecutor<'_>, username: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM login_throttle WHERE username_key = lower($1)")
+        .bind(username)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// The name of the constraint a database error violated, if any: match on that, not on text.
