@@ -3,8 +3,8 @@
 //!
 //! `scripts/bench.sh` runs it (it brings up the test stack); `cargo bench -p liquidity --bench
 //! pipeline -- <scenario>...` with the test stack's `LQDTY_TEST_*` exported does the same.
-//! Scenarios: `auth`, `latency`, `capacity` (all three when none is named). Results go to stdout
-//! and are quoted in the README.
+//! Scenarios: `auth`, `latency`, `capacity`, `login-flood` (all when none is named). Results go
+//! to stdout and are quoted in the README.
 
 // The end-to-end tests' harness, so that benchmarks measure exactly the tested process tree; the
 // benchmarks use only part of it.
@@ -12,6 +12,7 @@
 #[allow(dead_code)]
 mod world;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -31,9 +32,27 @@ async fn main() {
     if runs("capacity") {
         capacity().await;
     }
+    if runs("login-flood") {
+        login_flood().await;
+    }
 }
 
-/// register and login latency under a closed-loop load of `CONCURRENCY` clients.
+/// A login of `username` from client address `client` (through the harness's trusted proxy).
+async fn login(world: &World, username: &str, client: &str) -> reqwest::Response {
+    world
+        .graphql_request(
+            "mutation($input: LoginInput!) { login(input: $input) { token } }",
+            json!({ "input": { "username": username, "password": "correct-horse-battery" } }),
+            None,
+        )
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// register and login latency under a closed-loop load of `CONCURRENCY` clients, each request
+/// from a client address of its own (the per-IP limits do not apply to a crowd).
 async fn auth() {
     const CONCURRENCY: usize = 8;
     const REGISTERS: usize = 200;
@@ -46,13 +65,19 @@ async fn auth() {
         async move {
             let started = Instant::now();
             let body = world
-                .graphql(
+                .graphql_request(
                     "mutation($input: RegisterInput!) { register(input: $input) { token } }",
                     json!({ "input": { "tenantId": tenant, "username": format!("bench-{i}"),
                                        "password": "correct-horse-battery", "taxId": "TAX-1" } }),
                     None,
                 )
-                .await;
+                .header("x-forwarded-for", world.client_address())
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
             assert!(body["data"]["register"]["token"].is_string(), "{body}");
             started.elapsed()
         }
@@ -64,19 +89,104 @@ async fn auth() {
         let world = &world;
         async move {
             let started = Instant::now();
-            let body = world
-                .graphql(
-                    "mutation($input: LoginInput!) { login(input: $input) { token } }",
-                    json!({ "input": { "username": format!("bench-{}", i % REGISTERS), "password": "correct-horse-battery" } }),
-                    None,
-                )
-                .await;
+            let body = login(world, &format!("bench-{}", i % REGISTERS), &world.client_address())
+                .await
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
             assert!(body["data"]["login"]["token"].is_string(), "{body}");
             started.elapsed()
         }
     };
     let (elapsed, latencies) = closed_loop(LOGINS, CONCURRENCY, login).await;
     report("login", &latencies, elapsed);
+}
+
+/// 600 users logging in at once, each from its own address, for 60 s, against the API's
+/// defaults: how much memory and how many threads the API takes, how the logins are answered,
+/// and what it does to `reportStatus` latency meanwhile.
+async fn login_flood() {
+    const CLIENTS: usize = 600;
+    const FLOOD: Duration = Duration::from_secs(60);
+    const PROBE: Duration = Duration::from_secs(15);
+    let world = World::start(Options::default()).await;
+    let api = world.pid("api");
+    let idle_rss = proc_status_kib(api, "VmRSS:");
+    let idle_threads = proc_status_kib(api, "Threads:");
+
+    // 600 users, registered 8 at a time, each from an address of its own.
+    let users: Vec<(String, String)> = (0..CLIENTS).map(|i| (format!("flood-{i}"), world.client_address())).collect();
+    futures::stream::iter(&users)
+        .for_each_concurrent(8, |(username, _)| async { drop(world.named_user(0, username).await) })
+        .await;
+    let token = world.user(0).await;
+    let report_id = world.start_report(&token).await;
+    let idle = probe_report_status(&world, &token, &report_id, Instant::now() + PROBE).await;
+
+    let until = Instant::now() + FLOOD;
+    let outcomes = std::sync::Mutex::new(HashMap::<u16, usize>::new());
+    let flood = futures::future::join_all(users.iter().map(|(username, client)| {
+        let outcomes = &outcomes;
+        let world = &world;
+        async move {
+            while Instant::now() < until {
+                let status = login(world, username, client).await.status().as_u16();
+                *outcomes.lock().unwrap().entry(status).or_default() += 1;
+            }
+        }
+    }));
+    let threads = std::sync::atomic::AtomicU64::new(idle_threads);
+    let sample = async {
+        while Instant::now() < until {
+            threads.fetch_max(proc_status_kib(api, "Threads:"), std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (_, _, flooded) = tokio::join!(flood, sample, probe_report_status(&world, &token, &report_id, until));
+
+    let peak_rss = proc_status_kib(api, "VmHWM:");
+    let hash_mib = 19 * std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    println!("login-flood: {CLIENTS} clients for {} s; logins answered by HTTP status: {:?}", FLOOD.as_secs(), outcomes.lock().unwrap());
+    println!(
+        "login-flood: API RSS idle {} MiB, peak {} MiB (bound: idle + HASH_CONCURRENCY x 19 MiB = {} MiB + margin); threads idle {idle_threads}, peak {}",
+        idle_rss / 1024,
+        peak_rss / 1024,
+        idle_rss / 1024 + hash_mib,
+        threads.into_inner(),
+    );
+    println!(
+        "login-flood: reportStatus p50/p99 idle {:.1}/{:.1} ms (n={}), during the flood {:.1}/{:.1} ms (n={})",
+        percentile(&idle, 0.5) * 1e3,
+        percentile(&idle, 0.99) * 1e3,
+        idle.len(),
+        percentile(&flooded, 0.5) * 1e3,
+        percentile(&flooded, 0.99) * 1e3,
+        flooded.len(),
+    );
+}
+
+/// `reportStatus` latencies (sorted, seconds) of one client asking in a loop until `until`.
+async fn probe_report_status(world: &World, token: &str, report_id: &str, until: Instant) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let started = Instant::now();
+        let status = world.status(token, report_id).await;
+        assert!(!status.is_empty());
+        latencies.push(started.elapsed().as_secs_f64());
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+/// A numeric field of `/proc/<pid>/status` (`VmRSS:` and `VmHWM:` in KiB, `Threads:`).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Commit -> workflow start, and startReport -> finishedAt, with sources that complete at once.
