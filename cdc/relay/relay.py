@@ -19,6 +19,11 @@ Environment (defaults in brackets):
   TENANTS_CONFIG        required. JSON array, the tenant registry the Rust services read:
                         [{"id":"<uuid>","name":"t1","databaseUrl":"postgres://user:pass@host:port/db",...}]
   RELAY_STATE_DIR       required. Offset files (one per tenant, named by tenant id) + compiled Java.
+  CDC_DATABASE_USER     replication role of Debezium (LOGIN REPLICATION, CONNECT on every tenant
+                        database, SELECT on report_contents; see `liquidity provision`). Replaces the
+                        user of every databaseUrl, which is the tenant database's owner and must not
+                        be what Debezium connects with.  [unset: the databaseUrl's own user]
+  CDC_DATABASE_PASSWORD its password; required with CDC_DATABASE_USER
   PUBSUB_EMULATOR_HOST  host:port of the emulator (unset = real Pub/Sub with application default credentials)
   PUBSUB_PROJECT        [lqdty-local]
   PUBSUB_TOPIC          [tenant-cdc]
@@ -35,6 +40,7 @@ Environment (defaults in brackets):
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -141,6 +147,17 @@ def parse_tenants(raw: str | None) -> list[Tenant]:
     return tenants
 
 
+def with_replication_role(tenants: list[Tenant], user: str | None, password: str | None) -> list[Tenant]:
+    """Every tenant's connection as Debezium's replication role instead of the database's owner."""
+    if not user:
+        if password:
+            raise ConfigError("CDC_DATABASE_PASSWORD is set without CDC_DATABASE_USER")
+        return tenants
+    if not password:
+        raise ConfigError("CDC_DATABASE_USER needs CDC_DATABASE_PASSWORD")
+    return [dataclasses.replace(t, user=user, password=password) for t in tenants]
+
+
 @dataclass(frozen=True)
 class Settings:
     tenants: list[Tenant]
@@ -156,7 +173,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        tenants = parse_tenants(os.environ.get("TENANTS_CONFIG"))
+        tenants = with_replication_role(parse_tenants(os.environ.get("TENANTS_CONFIG")),
+                                        os.environ.get("CDC_DATABASE_USER"),
+                                        os.environ.get("CDC_DATABASE_PASSWORD"))
         state = os.environ.get("RELAY_STATE_DIR")
         if not state:
             raise ConfigError("RELAY_STATE_DIR is not set (directory for offsets)")

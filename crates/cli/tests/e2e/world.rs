@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use liquidity_test_support::{TestDatabases, wait_until};
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const PROJECT: &str = "lqdty-e2e";
 const TOPIC: &str = "tenant-cdc";
@@ -32,6 +33,8 @@ pub struct Options {
     pub cdc_env: Vec<(&'static str, String)>,
     /// Replicas of the CDC worker and of the workflow worker (1 or 2; 0 means 1).
     pub replicas: usize,
+    /// Extra environment of the API.
+    pub api_env: Vec<(&'static str, String)>,
 }
 
 /// One process of the world.
@@ -42,6 +45,8 @@ struct Proc {
 
 pub struct World {
     pub dbs: TestDatabases,
+    /// Client addresses handed out by [`World::client_address`].
+    clients: std::sync::atomic::AtomicU32,
     pub api: String,
     pub http: reqwest::Client,
     pub task_queue: String,
@@ -60,6 +65,7 @@ impl World {
         let api_port = free_port();
         let task_queue = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let mut world = Self {
+            clients: std::sync::atomic::AtomicU32::new(0),
             api: format!("http://127.0.0.1:{api_port}"),
             http: reqwest::Client::new(),
             pubsub_port: free_port(),
@@ -111,7 +117,12 @@ impl World {
             ("CATALOG_DATABASE_URL", world.dbs.catalog_url()),
             ("JWT_SECRET", format!("e2e-secret-{}", uuid::Uuid::new_v4())),
             ("LISTEN_ADDR", format!("127.0.0.1:{api_port}")),
+            // The harness plays a reverse proxy in front of many users: each user is its own
+            // client address (`client_address`), as behind a real load balancer, so that the
+            // per-IP limits of login and register apply per user, not to the whole harness.
+            ("TRUSTED_PROXIES", "127.0.0.1".to_owned()),
         ]);
+        api.envs(options.api_env);
         world.spawn("api", api);
         world.wait_http(&format!("{}/healthz", world.api), "the API").await;
         // The CDC worker creates topic and subscription; Debezium may only start after that,
@@ -190,6 +201,9 @@ impl World {
             .current_dir(&relay_dir)
             .envs(pubsub.iter().cloned())
             .env("TENANTS_CONFIG", tenants_config)
+            // Debezium connects as the replication role, never as a tenant database's owner.
+            .env("CDC_DATABASE_USER", &self.dbs.replication.role)
+            .env("CDC_DATABASE_PASSWORD", &self.dbs.replication.password)
             .env("RELAY_STATE_DIR", &relay_dir)
             .env("RELAY_READY_FILE", &ready)
             .env("RELAY_CREATE_TOPIC", "1");
@@ -203,6 +217,19 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Least privilege: every slot streams as the replication role, not as a database owner.
+        let databases: Vec<String> = self.dbs.tenants.iter().map(|t| t.database.clone()).collect();
+        let mut admin = sqlx::PgConnection::connect(&liquidity_test_support::admin_url())
+            .await
+            .unwrap();
+        let streaming_as: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE backend_type = 'walsender' AND datname = ANY($1)",
+        )
+        .bind(&databases)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(streaming_as, [self.dbs.replication.role.clone()]);
     }
 
     async fn wait_http(&mut self, url: &str, what: &str) {
@@ -247,6 +274,12 @@ impl World {
     }
 
     /// `kill -9` one process.
+    /// The process id of a running process of the world.
+    #[allow(dead_code)] // only the benchmarks sample processes
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs[name].child.id()
+    }
+
     pub fn kill(&mut self, name: &str) {
         let proc = self.procs.get_mut(name).unwrap();
         proc.child.kill().unwrap();
@@ -269,27 +302,50 @@ impl World {
     }
 
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
-        let mut request = self
+        self.graphql_request(query, variables, token).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A GraphQL POST, to send as it is or from a client address (`x-forwarded-for`).
+    pub fn graphql_request(&self, query: &str, variables: Value, token: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self
             .http
             .post(format!("{}/graphql", self.api))
             .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
-        request.send().await.unwrap().json().await.unwrap()
     }
 
-    /// Registers a user in tenant `index` and returns their token.
+    /// A fresh client address from 198.18.0.0/15, the range reserved for benchmarks: only ever
+    /// written into `x-forwarded-for`, never connected to.
+    pub fn client_address(&self) -> String {
+        let n = self.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("198.{}.{}.{}", 18 + (n >> 16) % 2, (n >> 8) & 0xff, n & 0xff)
+    }
+
+    /// Registers a user in tenant `index`, from a client address of its own, and returns their
+    /// token.
     pub async fn user(&self, index: usize) -> String {
-        let username = format!("user-{}", uuid::Uuid::new_v4().simple());
-        let body = self
-            .graphql(
+        self.named_user(index, &format!("user-{}", uuid::Uuid::new_v4().simple())).await
+    }
+
+    /// Like [`World::user`], with this username.
+    pub async fn named_user(&self, index: usize, username: &str) -> String {
+        let body: Value = self
+            .graphql_request(
                 "mutation($input: RegisterInput!) { register(input: $input) { token } }",
                 json!({ "input": { "tenantId": self.dbs.tenants[index].id, "username": username,
                                    "password": "correct-horse-battery", "taxId": "TAX-1" } }),
                 None,
             )
-            .await;
+            .header("x-forwarded-for", self.client_address())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         body["data"]["register"]["token"]
             .as_str()
             .unwrap_or_else(|| panic!("register failed: {body}"))
