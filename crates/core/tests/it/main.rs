@@ -1,5 +1,6 @@
 //! Integration tests of liquidity-core against the test stack's real PostgreSQL.
 
+mod accounts;
 mod helpers;
 mod migrations;
 mod provision;
