@@ -115,7 +115,9 @@ async fn login_flood() {
     let idle_threads = proc_status_kib(api, "Threads:");
 
     // 600 users, registered 8 at a time, each from an address of its own.
-    let users: Vec<(String, String)> = (0..CLIENTS).map(|i| (format!("flood-{i}"), world.client_address())).collect();
+    let users: Vec<(String, String)> = (0..CLIENTS)
+        .map(|i| (format!("flood-{i}"), world.client_address()))
+        .collect();
     futures::stream::iter(&users)
         .for_each_concurrent(8, |(username, _)| async { drop(world.named_user(0, username).await) })
         .await;
@@ -146,7 +148,11 @@ async fn login_flood() {
 
     let peak_rss = proc_status_kib(api, "VmHWM:");
     let hash_mib = 19 * std::thread::available_parallelism().map_or(1, usize::from) as u64;
-    println!("login-flood: {CLIENTS} clients for {} s; logins answered by HTTP status: {:?}", FLOOD.as_secs(), outcomes.lock().unwrap());
+    println!(
+        "login-flood: {CLIENTS} clients for {} s; logins answered by HTTP status: {:?}",
+        FLOOD.as_secs(),
+        outcomes.lock().unwrap()
+    );
     println!(
         "login-flood: API RSS idle {} MiB, peak {} MiB (bound: idle + HASH_CONCURRENCY x 19 MiB = {} MiB + margin); threads idle {idle_threads}, peak {}",
         idle_rss / 1024,

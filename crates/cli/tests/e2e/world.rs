@@ -302,7 +302,13 @@ impl World {
     }
 
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
-        self.graphql_request(query, variables, token).send().await.unwrap().json().await.unwrap()
+        self.graphql_request(query, variables, token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// A GraphQL POST, to send as it is or from a client address (`x-forwarded-for`).
@@ -327,7 +333,8 @@ impl World {
     /// Registers a user in tenant `index`, from a client address of its own, and returns their
     /// token.
     pub async fn user(&self, index: usize) -> String {
-        self.named_user(index, &format!("user-{}", uuid::Uuid::new_v4().simple())).await
+        self.named_user(index, &format!("user-{}", uuid::Uuid::new_v4().simple()))
+            .await
     }
 
     /// Like [`World::user`], with this username.
