@@ -5,11 +5,14 @@
 # usage: scripts/dev.sh up|down|status|logs [NAME]
 #   up       install what is missing, start everything that is not running, print the URLs and a
 #            curl walk-through (register, login, me, startReport, reportStatus, report)
-#   down     stop the services, the relay and the dev stack
-#   status   what runs, with pid, port and memory
+#   down     stop the services, the relay and the dev stack (and the stack's supervisord)
+#   status   every process: supervisor state, pid, uptime, restart count, port, memory
 #   logs     follow all logs, or only NAME's (api, cdc-worker, workflow-worker, sources, relay,
 #            postgres, pubsub, temporal)
 #
+# Every process is a program of the dev stack's supervisord (README, "Supervision"), which restarts
+# it when it dies; the four roles are rendered from scripts/supervisor/app.conf.in. After a
+# rebuild, `up` restarts the roles on the new binary.
 # LQDTY_BIN=/path/to/liquidity uses a prebuilt binary instead of `cargo build` (debug profile).
 # Configuration of the services comes from .stack/dev/app.env, written on the first `up` (demo
 # tenants t1..t3 with fixed ids, a random JWT secret kept across runs, a random password per
@@ -28,10 +31,11 @@ STACK="$LQDTY_ROOT/scripts/stack.sh"
 STATE=$LQDTY_STATE_ROOT/dev
 RUN=$STATE/run
 LOGS=$STATE/logs
+SV_DIR=$STATE/supervisor
 APP_ENV=$STATE/app.env
 # LQDTY_BIN: use this (prebuilt) binary and skip `cargo build`
 BIN=${LQDTY_BIN:-$LQDTY_ROOT/target/debug/liquidity}
-# start order; stopped in reverse
+# supervisor programs, in start order (priorities in app.conf.in; stopped in reverse)
 SERVICES=(sources workflow-worker cdc-worker api)
 API_ADDR=127.0.0.1:8080
 
@@ -94,40 +98,29 @@ load_app_env() {
 # the dev server's superuser URL, from stack.sh (the one place that knows it)
 admin_url() { "$STACK" env | sed -n 's/^export PG_ADMIN_URL=//p'; }
 
-svc_pid() { echo "$RUN/app-$1.pid"; }
-# Matched against the running process's command line (with its pid and start time): by role, not
-# by binary path, so `down` also stops services started from another binary (LQDTY_BIN).
-svc_pat() { echo "liquidity $1"; }
-svc_alive() { alive "$(svc_pid "$1")" "$(svc_pat "$1")"; }
-
-start_service() {
-  local name=$1 pidf
-  pidf=$(svc_pid "$name")
-  if svc_alive "$name"; then
-    # a rebuilt binary is not picked up by a running process: say so instead of restarting it
-    if [ "$BIN" -nt "$pidf" ]; then
-      log "$name already running (pid $(pid_of "$pidf")) on an older build: 'scripts/dev.sh down && scripts/dev.sh up' to restart"
-    else
-      log "$name already running (pid $(pid_of "$pidf"))"
-    fi
-    return 0
-  fi
-  if [ "$name" = api ] && port_open "${API_ADDR##*:}"; then
+# start_services: add the roles to the supervisor (or restart those whose binary was rebuilt) and
+# start them; wait until the API is healthy and every role stays up.
+start_services() {
+  local s state end
+  if [ "$(sv_state api)" != RUNNING ] && port_open "${API_ADDR##*:}"; then
     die "$API_ADDR is already in use by a process dev.sh did not start; stop it first"
   fi
-  spawn "$pidf" "$LOGS/$name.log" "$BIN" "$name"
-  log "started $name (pid $(pid_of "$pidf"), log $LOGS/$name.log)"
-}
-
-wait_api() {
-  local end=$(($(date +%s) + 90))
-  until curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; do
-    if ! svc_alive api; then
-      tail -n 30 "$LOGS/api.log" >&2 || true
-      die "api exited; log: $LOGS/api.log"
-    fi
-    [ "$(date +%s)" -lt "$end" ] || { tail -n 30 "$LOGS/api.log" >&2 || true; die "api not healthy after 90s; log: $LOGS/api.log"; }
-    sleep 0.2
+  render "$LQDTY_ROOT/scripts/supervisor/app.conf.in" "$SV_DIR/conf.d/app.conf" APP_ENV="$APP_ENV" BIN="$BIN" \
+    BUILD="$(stat -c %Y "$BIN")" STATE="$STATE" LOGS="$LOGS"
+  sv update >/dev/null
+  sv start "${SERVICES[@]}" >/dev/null 2>&1 || true # "already started" is not an error here
+  end=$(($(date +%s) + 90))
+  for s in "${SERVICES[@]}"; do
+    # RUNNING = up for startsecs (2 s); BACKOFF = it exited during start-up (a bad config): say so
+    # now, while the supervisor keeps retrying it
+    until [ "$(sv_state "$s")" = RUNNING ] && { [ "$s" != api ] || curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; }; do
+      state=$(sv_state "$s")
+      if [ "$state" = BACKOFF ] || [ "$state" = FATAL ] || [ "$(date +%s)" -ge "$end" ]; then
+        tail -n 20 "$LOGS/$s.log" >&2 || true
+        die "$s did not start (supervisor state: ${state:-none}); log: $LOGS/$s.log"
+      fi
+      sleep 0.2
+    done
   done
 }
 
@@ -176,6 +169,7 @@ cmd_up() {
     log "build in $(since "$t1")s"
   fi
   [ -x "$BIN" ] || die "binary not found: $BIN"
+  BIN=$(readlink -f "$BIN") # the supervisor runs it from another directory
 
   load_app_env
   t1=$(now)
@@ -185,47 +179,22 @@ cmd_up() {
   log "provision + migrate in $(since "$t1")s"
 
   t1=$(now)
+  # only provision and the relay need Debezium's password: the roles drop it (app.conf.in)
   "$STACK" relay-up
   log "relay in $(since "$t1")s"
-  # only provision and the relay need Debezium's password: keep it out of the services
-  unset CDC_DATABASE_PASSWORD
 
   t1=$(now)
-  local s
-  for s in "${SERVICES[@]}"; do start_service "$s"; done
-  wait_api
-  # a service that failed at start-up (bad config, unknown subcommand) has exited by now
-  for s in "${SERVICES[@]}"; do
-    if ! svc_alive "$s"; then
-      tail -n 20 "$LOGS/$s.log" >&2 || true
-      die "$s exited during start-up; log: $LOGS/$s.log"
-    fi
-  done
+  start_services
   log "services in $(since "$t1")s; api healthy"
   print_info
   log "dev up ($cold stack) in $(since "$t0")s"
 }
 
-cmd_down() {
-  local i
-  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-    stop_pid "${SERVICES[$i]}" "$(svc_pid "${SERVICES[$i]}")" "$(svc_pat "${SERVICES[$i]}")" 30
-  done
-  "$STACK" relay-down
-  "$STACK" down
-}
+# the stack's down stops every program of its supervisord (roles, relay, infrastructure) and it
+cmd_down() { "$STACK" down; }
 
 cmd_status() {
   "$STACK" status
-  local s pidf
-  for s in "${SERVICES[@]}"; do
-    pidf=$(svc_pid "$s")
-    if svc_alive "$s"; then
-      printf '%-16s up    pid %-8s rss %5s MiB\n' "$s" "$(pid_of "$pidf")" "$(rss_mib "$(pid_of "$pidf")")"
-    else
-      printf '%-16s down\n' "$s"
-    fi
-  done
   if curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; then echo "api healthz: ok (http://$API_ADDR)"; fi
 }
 

