@@ -3,12 +3,16 @@
 # the TEST stack (LQDTY_STACK=test: PostgreSQL 55442, Pub/Sub 8095, Temporal 7243).
 # This is what .ci/run runs (CI=true, no stdin).
 #
-# usage: scripts/test.sh [--keep-stack] [--bench] [-- NEXTEST_ARGS... | BENCH_SCENARIOS...]
+# usage: scripts/test.sh [--keep-stack] [--faults | --bench] [-- NEXTEST_ARGS... | BENCH_SCENARIOS...]
 #   --keep-stack   leave the test stack running afterwards (it is otherwise stopped, but only if
 #                  this script started it; a stack that was already up is left as it was)
+#   --faults       run only the fault suite (crates/cli/tests/e2e/faults): it restarts shared
+#                  services of the test stack, so it always runs after, never beside, the others
 #   --bench        run the benchmarks instead of the checks and tests: release builds of the
 #                  end-to-end process tree (crates/cli/benches/pipeline.rs); scenarios after --
-#                  (auth, latency, capacity; default all)
+#                  (auth, latency, capacity, login-flood; default all)
+#
+# Without --faults or --bench: fmt, clippy, every test but the fault suite, then the fault suite.
 #
 # Fails fast: the first failing step ends the run with its exit code. The test stack is stopped on
 # every exit path (trap), keeping the exit code of the failing step. Under CI=true a stack this
@@ -22,14 +26,16 @@ LOG_TAG="test"
 
 keep_stack=0
 bench=0
+faults=0
 nextest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-stack) keep_stack=1 ;;
     --bench) bench=1 ;;
+    --faults) faults=1 ;;
     --) shift; nextest_args=("$@"); break ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) die "unknown option: $1 (usage: scripts/test.sh [--keep-stack] [-- NEXTEST_ARGS...])" ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) die "unknown option: $1 (usage: scripts/test.sh [--keep-stack] [--faults | --bench] [-- ARGS...])" ;;
   esac
   shift
 done
@@ -105,6 +111,13 @@ if [ "$bench" = 1 ]; then
   exit 0
 fi
 
+# The fault suite's tests are named faults::*, in the e2e binary.
+FAULTS='test(/^faults::/)'
+if [ "$faults" = 1 ]; then
+  step faults cargo nextest run --workspace --locked --profile ci -E "$FAULTS" "${nextest_args[@]}"
+  exit 0
+fi
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-step tests cargo nextest run --workspace --locked --profile ci "${nextest_args[@]}"
+step tests cargo nextest run --workspace --locked --profile ci -E "not $FAULTS" "${nextest_args[@]}"
+step faults cargo nextest run --workspace --locked --profile ci -E "$FAULTS" "${nextest_args[@]}"

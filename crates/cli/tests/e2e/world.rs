@@ -8,8 +8,10 @@ use liquidity_test_support::{TestDatabases, wait_until};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-const PROJECT: &str = "lqdty-e2e";
-const TOPIC: &str = "tenant-cdc";
+/// The world emulator's project, its CDC topic, and the CDC worker's dead-letter topic (default).
+pub const PROJECT: &str = "lqdty-e2e";
+pub const TOPIC: &str = "tenant-cdc";
+pub const DLQ_TOPIC: &str = "tenant-cdc-dlq";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -22,9 +24,14 @@ fn free_port() -> u16 {
 }
 
 /// How a world's sources behave and how its workers are configured (the defaults suit tests:
-/// 1.5 s sources, 1 s polls, a reconciler every 2 s).
+/// 1.5 s sources, 1 s polls, and the reconciler out of the way, so that what completes was
+/// done by the CDC path).
 #[derive(Default)]
 pub struct Options {
+    /// Run the reconciler every 2 s with a 6 s staleness. Off, it runs once at boot and then
+    /// every hour with a 1 h staleness: it cannot repair anything a test waits for, and
+    /// [`World::reconciler_repairs`] shows whether it did.
+    pub reconciler: bool,
     /// Per-source overrides of the simulator behaviour, e.g. `{"source_2": {"errorRate": 1}}`.
     pub simulator: Value,
     /// Extra environment of the workflow worker.
@@ -92,10 +99,11 @@ impl World {
         ];
         for name in ["cdc-worker", "cdc-worker-2"].into_iter().take(options.replicas.max(1)) {
             let mut cdc = world.liquidity("cdc-worker");
+            let (interval, stale_after) = if options.reconciler { ("2s", "6s") } else { ("1h", "1h") };
             cdc.envs(common.clone()).envs(pubsub.clone()).envs([
                 ("PUBSUB_AUTO_CREATE", "true".to_owned()),
-                ("RECONCILE_INTERVAL", "2s".to_owned()),
-                ("RECONCILE_STALE_AFTER", "6s".to_owned()),
+                ("RECONCILE_INTERVAL", interval.to_owned()),
+                ("RECONCILE_STALE_AFTER", stale_after.to_owned()),
             ]);
             cdc.envs(options.cdc_env.clone());
             world.spawn(name, cdc);
@@ -208,15 +216,7 @@ impl World {
             .env("RELAY_READY_FILE", &ready)
             .env("RELAY_CREATE_TOPIC", "1");
         self.spawn("relay", command);
-        let started = Instant::now();
-        while !ready.exists() {
-            self.assert_running("relay");
-            assert!(
-                started.elapsed() < Duration::from_secs(180),
-                "the relay did not stream within 180 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.wait_relay_ready().await;
         // Least privilege: every slot streams as the replication role, not as a database owner.
         let databases: Vec<String> = self.dbs.tenants.iter().map(|t| t.database.clone()).collect();
         let mut admin = sqlx::PgConnection::connect(&liquidity_test_support::admin_url())
@@ -229,7 +229,21 @@ impl World {
         .fetch_all(&mut admin)
         .await
         .unwrap();
-        assert_eq!(streaming_as, [self.dbs.replication.role.clone()]);
+        assert_eq!(streaming_as, std::slice::from_ref(&self.dbs.replication.role));
+    }
+
+    /// Waits for the relay's ready file (written once every engine streams).
+    async fn wait_relay_ready(&mut self) {
+        let ready = self.dir.join("relay").join("ready");
+        let started = Instant::now();
+        while !ready.exists() {
+            self.assert_running("relay");
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the relay did not stream within 180 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn wait_http(&mut self, url: &str, what: &str) {
@@ -273,32 +287,75 @@ impl World {
         }
     }
 
-    /// `kill -9` one process.
     /// The process id of a running process of the world.
-    #[allow(dead_code)] // only the benchmarks sample processes
     pub fn pid(&self, name: &str) -> u32 {
         self.procs[name].child.id()
     }
 
+    /// `kill -9` one process.
     pub fn kill(&mut self, name: &str) {
         let proc = self.procs.get_mut(name).unwrap();
         proc.child.kill().unwrap();
         proc.child.wait().unwrap();
     }
 
-    /// Starts a killed process again, with the same command.
+    /// SIGTERM one process, and wait until it has exited.
+    pub async fn terminate(&mut self, name: &str) {
+        let pid = self.pid(name).to_string();
+        let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(signalled.success(), "kill -TERM {name} ({pid})");
+        let started = Instant::now();
+        while self.procs.get_mut(name).unwrap().child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name} did not stop within 60 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a killed or terminated process again, with the same command, and waits until it
+    /// serves (the emulator answering, the relay streaming).
     pub async fn restart(&mut self, name: &'static str) {
+        if name == "relay" {
+            let _ = std::fs::remove_file(self.dir.join("relay").join("ready"));
+        }
         let mut proc = self.procs.remove(name).unwrap();
         let child = proc.command.spawn().unwrap();
         proc.child = child;
         self.procs.insert(name, proc);
-        if name == "pubsub" {
-            self.wait_http(
-                &format!("http://127.0.0.1:{}/", self.pubsub_port),
-                "the Pub/Sub emulator",
-            )
-            .await;
+        match name {
+            "pubsub" => {
+                self.wait_http(
+                    &format!("http://127.0.0.1:{}/", self.pubsub_port),
+                    "the Pub/Sub emulator",
+                )
+                .await;
+            }
+            "relay" => self.wait_relay_ready().await,
+            _ => {}
         }
+    }
+
+    /// Log lines of the CDC workers that report a reconciler repair. Zero proves that what
+    /// completed was done by the CDC path.
+    pub fn reconciler_repairs(&self) -> Vec<String> {
+        ["cdc-worker", "cdc-worker-2"]
+            .iter()
+            .filter_map(|name| std::fs::read_to_string(self.dir.join(format!("{name}.log"))).ok())
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|line| line.contains("reconciliation pass repaired work"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The world's Pub/Sub emulator over REST: `PATH` under the project, e.g.
+    /// `topics/tenant-cdc:publish`.
+    pub fn pubsub_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/v1/projects/{PROJECT}/{path}", self.pubsub_port)
     }
 
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
