@@ -20,7 +20,7 @@ publishing, or refused with INVALID_ARGUMENT) is dead-lettered instead: a small 
 ERROR, and the offset moves on, so one poison event cannot hold the tenant's slot (and the
 cluster's WAL) forever.
 
-Engines are independent: when one tenant's engine stops (connection lost for good, slot gone, an
+Engines are independent: when one tenant's engine stops (connection lost, walsender terminated, slot gone, an
 error in the handler), the main thread starts a new one for that tenant after a backoff (1 s
 doubling to 30 s; back to 1 s once an engine ran for 60 s) while the others keep streaming. Only
 SIGTERM/SIGINT stop the relay. Log lines with stable wording (cdc/README.md, "Relay log lines"):
