@@ -14,7 +14,7 @@
 #   env     print `export` lines for this stack (eval "$(scripts/stack.sh env)")
 #   is-up   exit 0 when postgres, pubsub and temporal of this stack are all running
 #   destroy down + delete postgres data, temporal db and relay offsets (keeps venv and shim)
-#   kill NAME [SIGNAL]        send SIGNAL (default KILL) to program NAME (postgres, pubsub,
+#   kill NAME [SIGNAL]        send SIGNAL (default KILL; one that ends it) to program NAME (postgres, pubsub,
 #                             temporal, relay, dev: api, cdc-worker, workflow-worker, sources);
 #                             return once the supervisor has restarted it and it answers again
 #   pg-restart fast|immediate PostgreSQL shutdown (SIGINT / SIGQUIT to the postmaster), restarted
