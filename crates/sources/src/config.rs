@@ -73,6 +73,15 @@ pub struct SourceBehaviour {
         deserialize_with = "duration_str::hang_for"
     )]
     pub hang_for: Duration,
+    /// Bytes of filler added to every completed document, as a `padding` string field: a source
+    /// answering documents larger than the workers accept (`SOURCE_MAX_BODY`). Defaults to 0.
+    #[serde(default)]
+    pub document_padding: usize,
+    /// When set, every `/jobs` request is answered `307 Temporary Redirect` to this base URL
+    /// plus the request's path (`{redirectTo}/jobs/{id}`): a source that moved. Workers must
+    /// not follow it. Defaults to none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
 }
 
 impl Default for SourceBehaviour {
@@ -86,6 +95,8 @@ impl Default for SourceBehaviour {
             malformed_rate: 0.0,
             reject_rate: 0.0,
             hang_for: default_hang_for(),
+            document_padding: 0,
+            redirect_to: None,
         }
     }
 }

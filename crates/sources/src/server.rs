@@ -233,6 +233,9 @@ fn router(source: Arc<Source>) -> Router {
 #[tracing::instrument(skip_all, fields(source = %source.name))]
 async fn create_job(State(source): State<Arc<Source>>, body: Result<Json<JobRequest>, JsonRejection>) -> Response {
     source.stats.post();
+    if let Some(redirect) = source.redirect("/jobs") {
+        return redirect;
+    }
     let fault = source.begin("POST /jobs").await;
     if let Some(refusal) = refusal(fault) {
         return refusal;
@@ -248,6 +251,9 @@ async fn create_job(State(source): State<Arc<Source>>, body: Result<Json<JobRequ
 #[tracing::instrument(skip_all, fields(source = %source.name, job_id = %id))]
 async fn get_job(State(source): State<Arc<Source>>, Path(id): Path<String>) -> Response {
     source.stats.get();
+    if let Some(redirect) = source.redirect(&format!("/jobs/{id}")) {
+        return redirect;
+    }
     let fault = source.begin("GET /jobs/{id}").await;
     if let Some(refusal) = refusal(fault) {
         return refusal;
@@ -287,6 +293,14 @@ fn error_response(status: StatusCode, error: &str, message: &str) -> Response {
 }
 
 impl Source {
+    /// A `307` to `redirectTo` + `path`, when the source is configured to have moved.
+    fn redirect(&self, path: &str) -> Option<Response> {
+        let base = self.behaviour.redirect_to.as_deref()?;
+        let location = format!("{}{path}", base.trim_end_matches('/'));
+        tracing::debug!(%location, "redirecting");
+        Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
+    }
+
     /// Draws the request's fault, counts and logs it, and waits the configured latency.
     async fn begin(&self, endpoint: &'static str) -> Fault {
         let fault = self.faults.next();
@@ -377,7 +391,13 @@ impl Source {
     /// Where `job` stands now; generates its document the first time it is seen completed.
     fn status(&self, job: &mut Job) -> JobStatus {
         if job.data.is_none() && Instant::now() >= job.completes_at {
-            job.data = Some(document(&self.name, &job.request, job.generated_at));
+            let mut data = document(&self.name, &job.request, job.generated_at);
+            if self.behaviour.document_padding > 0
+                && let Some(fields) = data.as_object_mut()
+            {
+                fields.insert("padding".to_owned(), "x".repeat(self.behaviour.document_padding).into());
+            }
+            job.data = Some(data);
             self.stats.job_completed();
             tracing::info!(job_id = %job.id, content_id = %job.request.content_id, "job completed");
         }

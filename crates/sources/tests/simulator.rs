@@ -406,3 +406,74 @@ fn a_valid_config_is_parsed_with_defaults() {
     let ports: Vec<u16> = three.sources.values().map(|s| s.port).collect();
     assert_eq!(ports, [9101, 9102, 9103]);
 }
+
+#[tokio::test]
+async fn a_source_with_document_padding_answers_documents_larger_by_that_many_bytes() {
+    // Arrange: a job completed at once, its document padded by 2 MiB
+    let padding = 2 * 1024 * 1024;
+    let app = spawn_simulator(one_source(
+        1,
+        SourceBehaviour {
+            complete_after: Duration::ZERO,
+            document_padding: padding,
+            ..fast()
+        },
+    ))
+    .await;
+
+    // Act
+    let response = app.post("source_1", &job_request()).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.bytes().await.unwrap();
+    assert!(body.len() > padding, "{} bytes", body.len());
+    let job: JobStatus = serde_json::from_slice(&body).unwrap();
+    assert_eq!(job.status, JobState::Completed);
+    let data = job.data.unwrap();
+    assert_eq!(data["padding"].as_str().map(str::len), Some(padding));
+    assert_eq!(data["source"], "source_1", "the padding is added to the real document");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_with_redirect_to_answers_every_jobs_request_with_a_307_to_the_same_path_there() {
+    // Arrange
+    let app = spawn_simulator(one_source(
+        1,
+        SourceBehaviour {
+            redirect_to: Some("http://moved.example/api/".to_owned()),
+            ..fast()
+        },
+    ))
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Act
+    let post = no_redirects
+        .post(format!("{}/jobs", app.url("source_1")))
+        .json(&job_request())
+        .send()
+        .await
+        .unwrap();
+    let get = no_redirects
+        .get(format!("{}/jobs/j1", app.url("source_1")))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    for (response, location) in [
+        (post, "http://moved.example/api/jobs"),
+        (get, "http://moved.example/api/jobs/j1"),
+    ] {
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(response.headers()["location"], location);
+    }
+    let stats = app.stats.source("source_1").unwrap();
+    assert_eq!((stats.jobs_created, stats.posts, stats.gets), (0, 1, 1));
+    app.stop().await;
+}

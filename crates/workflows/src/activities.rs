@@ -1,9 +1,10 @@
 //! The `pollSource` activity: the whole poll loop of one report content, heartbeating.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use liquidity_core::reports::{self, ReportContent};
 use liquidity_core::sources::{JobRequest, JobState, JobStatus};
 use liquidity_core::tenancy::{TenancyError, TenantRegistry};
@@ -14,6 +15,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+use crate::settings::{DEFAULT_MAX_BODY, InvalidSetting, MAX_SOURCE_MAX_BODY, MIN_SOURCE_MAX_BODY};
 use crate::source_client::{SourceClient, SourceError};
 use crate::workflows::{
     FetchOutcome, FetchReportContentInput, POLL_SOURCE_HEARTBEAT_TIMEOUT, POLL_SOURCE_START_TO_CLOSE,
@@ -22,27 +24,50 @@ use crate::workflows::{
 /// Longest wait after transient source failures: the backoff doubles up to this.
 pub const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Longest sleep between two heartbeats while waiting for the next poll: a long backoff must
-/// never look like a dead worker to the server (heartbeat timeout 30 s).
-const SLEEP_CHUNK: Duration = Duration::from_secs(5);
+/// How often `pollSource` heartbeats, while it waits for the next poll and while a pass (row
+/// read, source call, row write) runs: well inside the heartbeat timeout, so neither a long
+/// backoff nor a slow pass ever looks like a dead worker to the server. (The SDK sends at most
+/// one heartbeat per 0.8 x heartbeat timeout; the others only refresh the details it sends.)
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
-/// Longest `http_timeout` accepted: the activity does not heartbeat during a call, so a call
-/// plus the database round trips around it must fit in the heartbeat timeout.
+/// Longest `http_timeout` accepted (`SOURCE_HTTP_TIMEOUT`). A pass heartbeats while it runs,
+/// so this no longer has to fit in the heartbeat timeout; it keeps a pass short enough that a
+/// worker shutdown (which cancels it) and the backoff stay predictable.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Time a pass may spend on top of its HTTP call: the row read and the row write, each of which
+/// waits at most `TENANT_ACQUIRE_TIMEOUT` (5 s by default) for a connection. A pass longer than
+/// `http_timeout` + this is stuck: the attempt fails and Temporal retries it (from the
+/// heartbeat details), instead of heartbeats keeping a hung attempt alive for ever.
+const PASS_DATABASE_ALLOWANCE: Duration = Duration::from_secs(15);
+
+/// Longest `POLL_INTERVAL` accepted: a source checked less than hourly is misconfigured.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// Largest `SOURCE_MAX_BAD_ANSWERS` accepted: beyond this the bound bounds nothing.
+const MAX_BAD_ANSWERS: u32 = 1000;
 
 /// How one content is polled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchPolicy {
-    /// Wait between two checks of an in-progress job (`POLL_INTERVAL`).
+    /// Wait between two checks of an in-progress job (`POLL_INTERVAL`). More than zero, at
+    /// most 1 h, and less than `deadline`.
     pub poll_interval: Duration,
     /// A content still in progress this long after its `created_at` is marked failed
-    /// (`SOURCE_DEADLINE`). Must stay below the activity's 24 h start-to-close timeout.
+    /// (`SOURCE_DEADLINE`). At least 1 s and less than the activity's 24 h start-to-close timeout.
     pub deadline: Duration,
-    /// Bad answers (malformed bodies, 4xx, lost jobs) tolerated before the content is marked
-    /// failed (`SOURCE_MAX_BAD_ANSWERS`): the failure comes with answer number `max + 1`.
+    /// Bad answers (malformed bodies, 4xx, 3xx, oversize bodies, lost jobs) tolerated before the
+    /// content is marked failed (`SOURCE_MAX_BAD_ANSWERS`): the failure comes with answer
+    /// number `max + 1`. 1..=1000: a lost job (the source restarted) counts as one, so 0 would
+    /// fail every content in flight whenever a source restarts.
     pub max_bad_answers: u32,
-    /// Bound of one HTTP call to a source, connect included (`SOURCE_HTTP_TIMEOUT`).
+    /// Bound of one HTTP call to a source, connect included (`SOURCE_HTTP_TIMEOUT`). More than
+    /// zero and at most 20 s.
     pub http_timeout: Duration,
+    /// Largest body read from a source, in bytes (`SOURCE_MAX_BODY`); a longer one is a bad
+    /// answer. Within [`MIN_SOURCE_MAX_BODY`]..=[`MAX_SOURCE_MAX_BODY`], which keeps the CDC
+    /// event of the stored row under Pub/Sub's 10 MB message limit.
+    pub max_body: usize,
 }
 
 impl Default for FetchPolicy {
@@ -52,56 +77,74 @@ impl Default for FetchPolicy {
             deadline: Duration::from_secs(60 * 60),
             max_bad_answers: 5,
             http_timeout: Duration::from_secs(10),
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
 
-/// Why a [`FetchPolicy`] was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchPolicyError {
-    /// A zero poll interval would hammer the sources.
-    #[error("the poll interval must be more than zero")]
-    ZeroPollInterval,
-    /// The deadline must end the loop before Temporal's start-to-close timeout of the activity.
-    #[error("the source deadline ({deadline:?}) must be less than {limit:?}")]
-    DeadlineTooLong {
-        /// The configured deadline.
-        deadline: Duration,
-        /// The activity's start-to-close timeout.
-        limit: Duration,
-    },
-    /// The HTTP timeout must be positive and fit in the heartbeat timeout.
-    #[error("the source HTTP timeout ({timeout:?}) must be more than zero and at most {limit:?}")]
-    HttpTimeout {
-        /// The configured timeout.
-        timeout: Duration,
-        /// The largest accepted.
-        limit: Duration,
-    },
-}
+/// Why a [`FetchPolicy`] was refused: an [`InvalidSetting`] naming the variable.
+pub type FetchPolicyError = InvalidSetting;
 
 impl FetchPolicy {
     /// Checks the bounds documented on each field.
     ///
     /// # Errors
-    /// The first [`FetchPolicyError`] found.
-    pub fn validate(&self) -> Result<(), FetchPolicyError> {
-        if self.poll_interval.is_zero() {
-            return Err(FetchPolicyError::ZeroPollInterval);
+    /// The first [`InvalidSetting`] found, naming its environment variable.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        if self.poll_interval.is_zero() || self.poll_interval > MAX_POLL_INTERVAL {
+            return Err(InvalidSetting::new(
+                "POLL_INTERVAL",
+                human(self.poll_interval),
+                format!("more than zero and at most {}", human(MAX_POLL_INTERVAL)),
+            ));
         }
-        if self.deadline >= POLL_SOURCE_START_TO_CLOSE {
-            return Err(FetchPolicyError::DeadlineTooLong {
-                deadline: self.deadline,
-                limit: POLL_SOURCE_START_TO_CLOSE,
-            });
+        if self.deadline < Duration::from_secs(1) || self.deadline >= POLL_SOURCE_START_TO_CLOSE {
+            return Err(InvalidSetting::new(
+                "SOURCE_DEADLINE",
+                human(self.deadline),
+                format!(
+                    "at least 1s and less than {} (the activity's start-to-close timeout)",
+                    human(POLL_SOURCE_START_TO_CLOSE)
+                ),
+            ));
+        }
+        if self.poll_interval >= self.deadline {
+            return Err(InvalidSetting::new(
+                "POLL_INTERVAL",
+                human(self.poll_interval),
+                format!("less than SOURCE_DEADLINE ({})", human(self.deadline)),
+            ));
+        }
+        if !(1..=MAX_BAD_ANSWERS).contains(&self.max_bad_answers) {
+            return Err(InvalidSetting::new(
+                "SOURCE_MAX_BAD_ANSWERS",
+                self.max_bad_answers,
+                format!("within 1..={MAX_BAD_ANSWERS} (a source restart alone costs one)"),
+            ));
         }
         if self.http_timeout.is_zero() || self.http_timeout > MAX_HTTP_TIMEOUT {
-            return Err(FetchPolicyError::HttpTimeout {
-                timeout: self.http_timeout,
-                limit: MAX_HTTP_TIMEOUT,
-            });
+            return Err(InvalidSetting::new(
+                "SOURCE_HTTP_TIMEOUT",
+                human(self.http_timeout),
+                format!("more than zero and at most {}", human(MAX_HTTP_TIMEOUT)),
+            ));
+        }
+        if !(MIN_SOURCE_MAX_BODY..=MAX_SOURCE_MAX_BODY).contains(&self.max_body) {
+            return Err(InvalidSetting::new(
+                "SOURCE_MAX_BODY",
+                self.max_body,
+                format!(
+                    "within {MIN_SOURCE_MAX_BODY}..={MAX_SOURCE_MAX_BODY} bytes (1KiB..=2MiB: the stored document must fit a Pub/Sub message)"
+                ),
+            ));
         }
         Ok(())
+    }
+
+    /// Longest a pass of the loop may take: its HTTP call plus [`PASS_DATABASE_ALLOWANCE`].
+    pub fn pass_bound(&self) -> Duration {
+        self.http_timeout + PASS_DATABASE_ALLOWANCE
     }
 }
 
@@ -203,6 +246,135 @@ impl SourceActivities {
     }
 }
 
+/// What the content's row says before a pass calls the source. Decided by [`check_row`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RowCheck {
+    /// The row is gone (its report was deleted).
+    Gone,
+    /// The row is completed or failed: a retry or a duplicate must not redo it.
+    AlreadyFinished,
+    /// The deadline, counted from the row's `created_at`, has passed: fail it with `reason`.
+    DeadlinePassed {
+        /// The reason stored in the row.
+        reason: String,
+    },
+    /// Call the source; the deadline is `time_left` away.
+    Poll {
+        /// Until the deadline: no wait is longer.
+        time_left: Duration,
+    },
+}
+
+/// Decides from the row alone, so the deadline counts from the content's creation whatever
+/// happened to earlier attempts (crashes, restarts, a workflow started late by the reconciler).
+pub(crate) fn check_row(row: Option<&ReportContent>, now: DateTime<Utc>, policy: &FetchPolicy) -> RowCheck {
+    let Some(content) = row else {
+        return RowCheck::Gone;
+    };
+    if content.status.is_terminal() {
+        return RowCheck::AlreadyFinished;
+    }
+    // A created_at in the future (clock skew between servers) counts as age zero.
+    let age = now
+        .signed_duration_since(content.created_at)
+        .to_std()
+        .unwrap_or_default();
+    match policy.deadline.checked_sub(age) {
+        Some(time_left) if !time_left.is_zero() => RowCheck::Poll { time_left },
+        _ => RowCheck::DeadlinePassed {
+            reason: format!(
+                "deadline of {}s exceeded without the source completing",
+                policy.deadline.as_secs_f64()
+            ),
+        },
+    }
+}
+
+/// What to do with a source's answer. Decided by [`next_step`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Store the document and mark the content completed.
+    Complete {
+        /// The document.
+        data: serde_json::Value,
+    },
+    /// The job is still running: record the check (`last_run_at`), then wait.
+    Touch {
+        /// Until the next poll.
+        wait: Duration,
+    },
+    /// No usable answer, but one tolerated: wait (transient: backing off).
+    Wait {
+        /// Until the next poll.
+        wait: Duration,
+    },
+    /// Mark the content failed with `reason`.
+    Fail {
+        /// The reason stored in the row.
+        reason: String,
+    },
+}
+
+/// The poll loop's decision for one answer: pure, so every case is unit-tested without a
+/// source, a database or Temporal. Updates `progress` (job id, bad answers) and `backoff`.
+pub(crate) fn next_step(
+    answer: Result<JobStatus, SourceError>,
+    progress: &mut PollProgress,
+    backoff: &mut Backoff,
+    policy: &FetchPolicy,
+) -> Step {
+    match answer {
+        Ok(JobStatus {
+            status: JobState::Completed,
+            data: Some(data),
+            ..
+        }) => Step::Complete { data },
+        // In progress (a completed answer without data was classified as a bad answer).
+        Ok(job) => {
+            progress.job_id = Some(job.id);
+            Step::Touch {
+                wait: backoff.answered(),
+            }
+        }
+        Err(SourceError::Transient(e)) => {
+            let wait = backoff.failed();
+            tracing::warn!(error = %e, retry_in = ?wait, "source unavailable");
+            Step::Wait { wait }
+        }
+        Err(e @ SourceError::UnknownSource(_)) => Step::Fail { reason: e.to_string() },
+        Err(e @ (SourceError::BadAnswer(_) | SourceError::JobLost { .. })) => {
+            if matches!(e, SourceError::JobLost { .. }) {
+                progress.job_id = None;
+            }
+            progress.bad_answers += 1;
+            if progress.bad_answers > policy.max_bad_answers {
+                return Step::Fail {
+                    reason: format!(
+                        "source gave {} bad answers (at most {} tolerated), the last: {e}",
+                        progress.bad_answers, policy.max_bad_answers
+                    ),
+                };
+            }
+            tracing::warn!(error = %e, bad_answers = progress.bad_answers, "bad answer from the source");
+            Step::Wait {
+                wait: policy.poll_interval,
+            }
+        }
+    }
+}
+
+/// How a pass ended.
+enum PassEnd {
+    /// The loop is over.
+    Finished(FetchOutcome),
+    /// Poll again after `wait`, from `progress` and `backoff`.
+    Again {
+        progress: PollProgress,
+        backoff: Backoff,
+        wait: Duration,
+    },
+}
+
 impl SourceActivities {
     #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, content_id = %original.id, source = %original.source))]
     async fn poll_loop(
@@ -211,7 +383,6 @@ impl SourceActivities {
         tenant_id: TenantId,
         original: &ReportContent,
     ) -> Result<FetchOutcome, ActivityError> {
-        let content_id = original.id;
         let pool = self.tenants.pool(tenant_id).await.map_err(tenancy_failure)?;
         let mut progress: PollProgress = ctx
             .heartbeat_details()
@@ -223,92 +394,119 @@ impl SourceActivities {
             .unwrap_or_default();
         let mut backoff = Backoff::new(self.policy.poll_interval);
         loop {
-            // 1. The row decides: a retry after a crash must not redo finished work.
-            let Some(content) = reports::find_content(pool, content_id).await.map_err(db_failure)? else {
-                return Ok(FetchOutcome::Gone);
-            };
-            if content.status.is_terminal() {
-                return Ok(FetchOutcome::AlreadyFinished);
-            }
-            // 2. The deadline counts from the content's creation, across attempts.
-            let age = Utc::now().signed_duration_since(content.created_at).to_std();
-            if age.is_ok_and(|age| age > self.policy.deadline) {
-                let reason = format!(
-                    "deadline of {}s exceeded without the source completing",
-                    self.policy.deadline.as_secs_f64()
-                );
-                return fail(pool, content_id, reason).await;
-            }
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
-            // 3. Submit once, then ask for the job's status.
-            let answer = match &progress.job_id {
-                None => {
-                    let request = JobRequest {
-                        tenant_id,
-                        report_id: content.report_id,
-                        content_id,
-                    };
-                    self.sources.submit(&content.source, &request).await
+            let pass = self.pass(pool, tenant_id, original.id, progress.clone(), backoff);
+            match heartbeating(ctx, &progress, self.policy.pass_bound(), pass).await? {
+                PassEnd::Finished(outcome) => return Ok(outcome),
+                PassEnd::Again {
+                    progress: next,
+                    backoff: next_backoff,
+                    wait,
+                } => {
+                    progress = next;
+                    backoff = next_backoff;
+                    pause(ctx, &progress, wait).await?;
                 }
-                Some(job_id) => self.sources.status(&content.source, job_id).await,
-            };
-            // 4-5. Act on the class of the answer.
-            let wait = match answer {
-                Ok(JobStatus {
-                    status: JobState::Completed,
-                    data: Some(data),
-                    ..
-                }) => {
-                    let data = serde_json::to_string(&data).map_err(|e| ActivityError::from(anyhow::Error::new(e)))?;
-                    let stored = reports::complete_content(pool, content_id, &data)
-                        .await
-                        .map_err(db_failure)?;
-                    return Ok(if stored {
-                        FetchOutcome::Completed
-                    } else {
-                        FetchOutcome::AlreadyFinished
-                    });
-                }
-                // In progress (a completed answer without data was classified as a bad answer).
-                Ok(job) => {
-                    tracing::debug!(job_id = %job.id, "source still working");
-                    progress.job_id = Some(job.id);
-                    if !reports::touch_content(pool, content_id).await.map_err(db_failure)? {
-                        return Ok(FetchOutcome::AlreadyFinished);
-                    }
-                    backoff.answered()
-                }
-                Err(SourceError::Transient(e)) => {
-                    let wait = backoff.failed();
-                    tracing::warn!(error = %e, retry_in = ?wait, "source unavailable");
-                    wait
-                }
-                Err(e @ SourceError::UnknownSource(_)) => return fail(pool, content_id, e.to_string()).await,
-                Err(e @ (SourceError::BadAnswer(_) | SourceError::JobLost { .. })) => {
-                    if matches!(e, SourceError::JobLost { .. }) {
-                        progress.job_id = None;
-                    }
-                    progress.bad_answers += 1;
-                    if progress.bad_answers > self.policy.max_bad_answers {
-                        let reason = format!(
-                            "source gave {} bad answers (at most {} tolerated), the last: {e}",
-                            progress.bad_answers, self.policy.max_bad_answers
-                        );
-                        return fail(pool, content_id, reason).await;
-                    }
-                    tracing::warn!(error = %e, bad_answers = progress.bad_answers, "bad answer from the source");
-                    self.policy.poll_interval
-                }
-            };
-            // 6. Heartbeat and wait for the next poll.
-            pause(ctx, &progress, wait).await?;
+            }
         }
+    }
+
+    /// One pass: read the row, call the source, act on the answer. Every decision is made by
+    /// [`check_row`] and [`next_step`]; this only does the I/O around them.
+    async fn pass(
+        &self,
+        pool: &PgPool,
+        tenant_id: TenantId,
+        content_id: ReportContentId,
+        mut progress: PollProgress,
+        mut backoff: Backoff,
+    ) -> Result<PassEnd, ActivityError> {
+        // 1. The row decides: a retry after a crash must not redo finished work, and the
+        //    deadline counts from the content's creation, across attempts.
+        let row = reports::find_content(pool, content_id).await.map_err(db_failure)?;
+        let time_left = match check_row(row.as_ref(), Utc::now(), &self.policy) {
+            RowCheck::Gone => return Ok(PassEnd::Finished(FetchOutcome::Gone)),
+            RowCheck::AlreadyFinished => return Ok(PassEnd::Finished(FetchOutcome::AlreadyFinished)),
+            RowCheck::DeadlinePassed { reason } => return fail(pool, content_id, reason).await.map(PassEnd::Finished),
+            RowCheck::Poll { time_left } => time_left,
+        };
+        let content = row.expect("check_row polls only an existing row");
+        // 2. Submit once, then ask for the job's status.
+        let answer = match &progress.job_id {
+            None => {
+                let request = JobRequest {
+                    tenant_id,
+                    report_id: content.report_id,
+                    content_id,
+                };
+                self.sources.submit(&content.source, &request).await
+            }
+            Some(job_id) => self.sources.status(&content.source, job_id).await,
+        };
+        // 3. Act on the decision. The wait never outlasts the deadline, so a content is failed
+        //    at its deadline, not up to a backoff later.
+        let wait = match next_step(answer, &mut progress, &mut backoff, &self.policy) {
+            Step::Complete { data } => {
+                let data = serde_json::to_string(&data).map_err(|e| ActivityError::from(anyhow::Error::new(e)))?;
+                let stored = reports::complete_content(pool, content_id, &data)
+                    .await
+                    .map_err(db_failure)?;
+                return Ok(PassEnd::Finished(if stored {
+                    FetchOutcome::Completed
+                } else {
+                    FetchOutcome::AlreadyFinished
+                }));
+            }
+            Step::Fail { reason } => return fail(pool, content_id, reason).await.map(PassEnd::Finished),
+            Step::Touch { wait } => {
+                tracing::debug!(job_id = ?progress.job_id, "source still working");
+                if !reports::touch_content(pool, content_id).await.map_err(db_failure)? {
+                    return Ok(PassEnd::Finished(FetchOutcome::AlreadyFinished));
+                }
+                wait
+            }
+            Step::Wait { wait } => wait,
+        };
+        Ok(PassEnd::Again {
+            progress,
+            backoff,
+            wait: wait.min(time_left),
+        })
     }
 }
 
-/// Sleeps `wait` in chunks of at most [`SLEEP_CHUNK`], heartbeating `progress` before each,
+/// Runs one pass while heartbeating `progress` every [`HEARTBEAT_EVERY`], so a pass longer than
+/// the heartbeat timeout (a slow source near its HTTP timeout plus waits for a tenant
+/// connection) does not make the server time the attempt out and start a second, overlapping
+/// one. The pass is bounded by `bound`: a stuck pass fails the attempt (retryable) rather than
+/// being kept alive by the heartbeats. A cancelled attempt stops at once.
+async fn heartbeating<T>(
+    ctx: &ActivityContext,
+    progress: &PollProgress,
+    bound: Duration,
+    pass: impl Future<Output = Result<T, ActivityError>>,
+) -> Result<T, ActivityError> {
+    let ticker = async {
+        loop {
+            if let Err(e) = ctx.record_heartbeat(progress.clone()).await {
+                return ActivityError::from(e);
+            }
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+        }
+    };
+    tokio::select! {
+        result = pass => result,
+        e = ticker => Err(e),
+        () = tokio::time::sleep(bound) => Err(ActivityError::from(anyhow::anyhow!(
+            "a pass of the poll loop took more than {bound:?}; retrying the attempt"
+        ))),
+        () = ctx.cancelled() => Err(ActivityError::cancelled()),
+    }
+}
+
+/// Sleeps `wait` in chunks of at most [`HEARTBEAT_EVERY`], heartbeating `progress` before each,
 /// and gives up as cancelled as soon as the attempt is cancelled (worker shutdown, heartbeat
 /// timeout seen by the server, workflow cancelled).
 async fn pause(ctx: &ActivityContext, progress: &PollProgress, wait: Duration) -> Result<(), ActivityError> {
@@ -318,7 +516,7 @@ async fn pause(ctx: &ActivityContext, progress: &PollProgress, wait: Duration) -
         if left.is_zero() {
             return Ok(());
         }
-        let chunk = left.min(SLEEP_CHUNK);
+        let chunk = left.min(HEARTBEAT_EVERY);
         tokio::select! {
             () = ctx.cancelled() => return Err(ActivityError::cancelled()),
             () = tokio::time::sleep(chunk) => {}
@@ -352,11 +550,14 @@ fn tenancy_failure(e: TenancyError) -> ActivityError {
     }
 }
 
-// Keeps the heartbeat timeout and the sleep chunk consistent at compile time.
-const _: () = assert!(SLEEP_CHUNK.as_secs() * 2 < POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs());
+// Keeps the heartbeat timeout and the heartbeat period consistent at compile time.
+const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs());
 
 #[cfg(test)]
 mod tests {
+    use liquidity_core::ReportId;
+    use liquidity_core::reports::ReportStatus;
+
     use super::*;
 
     #[test]
@@ -394,29 +595,341 @@ mod tests {
     }
 
     #[test]
-    fn policies_out_of_bounds_are_refused() {
+    fn zero_and_absurd_settings_are_refused_naming_their_variable() {
+        // Arrange
         let base = FetchPolicy::default();
-        let day = Duration::from_secs(24 * 60 * 60);
-        assert!(matches!(
+        let secs = Duration::from_secs;
+        let cases = [
+            (
+                "POLL_INTERVAL",
+                FetchPolicy {
+                    poll_interval: Duration::ZERO,
+                    ..base
+                },
+            ),
+            (
+                "POLL_INTERVAL",
+                FetchPolicy {
+                    poll_interval: secs(2 * 60 * 60),
+                    ..base
+                },
+            ),
+            (
+                "POLL_INTERVAL",
+                FetchPolicy {
+                    poll_interval: secs(60),
+                    deadline: secs(60),
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_DEADLINE",
+                FetchPolicy {
+                    deadline: Duration::ZERO,
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_DEADLINE",
+                FetchPolicy {
+                    deadline: secs(24 * 60 * 60),
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_MAX_BAD_ANSWERS",
+                FetchPolicy {
+                    max_bad_answers: 0,
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_MAX_BAD_ANSWERS",
+                FetchPolicy {
+                    max_bad_answers: 1001,
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_HTTP_TIMEOUT",
+                FetchPolicy {
+                    http_timeout: Duration::ZERO,
+                    ..base
+                },
+            ),
+            (
+                "SOURCE_HTTP_TIMEOUT",
+                FetchPolicy {
+                    http_timeout: secs(21),
+                    ..base
+                },
+            ),
+            ("SOURCE_MAX_BODY", FetchPolicy { max_body: 0, ..base }),
+            ("SOURCE_MAX_BODY", FetchPolicy { max_body: 1023, ..base }),
+            (
+                "SOURCE_MAX_BODY",
+                FetchPolicy {
+                    max_body: 2 * 1024 * 1024 + 1,
+                    ..base
+                },
+            ),
+        ];
+
+        // Act
+        let errors: Vec<_> = cases.iter().map(|(_, policy)| policy.validate()).collect();
+
+        // Assert
+        for ((variable, policy), error) in cases.iter().zip(errors) {
+            let error = error.expect_err(&format!("{policy:?} must be refused"));
+            assert_eq!(error.variable, *variable, "{policy:?}");
+            assert!(error.to_string().starts_with(variable), "{error}");
+        }
+    }
+
+    #[test]
+    fn settings_at_their_bounds_are_accepted() {
+        let base = FetchPolicy::default();
+        for policy in [
             FetchPolicy {
-                poll_interval: Duration::ZERO,
+                poll_interval: Duration::from_millis(1),
+                deadline: Duration::from_secs(1),
                 ..base
-            }
-            .validate(),
-            Err(FetchPolicyError::ZeroPollInterval)
-        ));
-        assert!(matches!(
-            FetchPolicy { deadline: day, ..base }.validate(),
-            Err(FetchPolicyError::DeadlineTooLong { .. })
-        ));
-        assert!(matches!(
+            },
             FetchPolicy {
-                http_timeout: Duration::from_secs(25),
+                deadline: Duration::from_secs(24 * 60 * 60 - 1),
                 ..base
+            },
+            FetchPolicy {
+                max_bad_answers: 1,
+                ..base
+            },
+            FetchPolicy {
+                max_bad_answers: 1000,
+                ..base
+            },
+            FetchPolicy {
+                http_timeout: Duration::from_secs(20),
+                ..base
+            },
+            FetchPolicy { max_body: 1024, ..base },
+            FetchPolicy {
+                max_body: 2 * 1024 * 1024,
+                ..base
+            },
+        ] {
+            policy.validate().unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        }
+    }
+
+    fn content(status: ReportStatus, age: Duration, now: DateTime<Utc>) -> ReportContent {
+        let created_at = now - chrono::Duration::from_std(age).unwrap();
+        ReportContent {
+            id: ReportContentId::new_random(),
+            report_id: ReportId::new_random(),
+            source: "source_1".to_owned(),
+            status,
+            data: None,
+            created_at,
+            last_run_at: created_at,
+        }
+    }
+
+    #[test]
+    fn a_missing_row_is_gone_and_a_final_row_is_already_finished() {
+        let now = Utc::now();
+        let policy = FetchPolicy::default();
+        assert_eq!(check_row(None, now, &policy), RowCheck::Gone);
+        for status in [ReportStatus::Completed, ReportStatus::Failed] {
+            let row = content(status, Duration::from_secs(2 * 60 * 60), now);
+            assert_eq!(check_row(Some(&row), now, &policy), RowCheck::AlreadyFinished);
+        }
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_rows_creation_not_from_the_attempt() {
+        // Arrange: a content created 59 min and 61 min ago, a deadline of 1 h
+        let now = Utc::now();
+        let policy = FetchPolicy::default();
+        let young = content(ReportStatus::InProgress, Duration::from_secs(59 * 60), now);
+        let old = content(ReportStatus::InProgress, Duration::from_secs(61 * 60), now);
+
+        // Act
+        let young_check = check_row(Some(&young), now, &policy);
+        let old_check = check_row(Some(&old), now, &policy);
+
+        // Assert
+        assert_eq!(
+            young_check,
+            RowCheck::Poll {
+                time_left: Duration::from_secs(60)
             }
-            .validate(),
-            Err(FetchPolicyError::HttpTimeout { .. })
-        ));
+        );
+        assert_eq!(
+            old_check,
+            RowCheck::DeadlinePassed {
+                reason: "deadline of 3600s exceeded without the source completing".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_row_created_in_the_future_has_its_whole_deadline_left() {
+        let now = Utc::now();
+        let mut row = content(ReportStatus::InProgress, Duration::ZERO, now);
+        row.created_at = now + chrono::Duration::seconds(5);
+        let policy = FetchPolicy::default();
+        assert_eq!(
+            check_row(Some(&row), now, &policy),
+            RowCheck::Poll {
+                time_left: policy.deadline
+            }
+        );
+    }
+
+    fn job(status: JobState, data: Option<serde_json::Value>) -> Result<JobStatus, SourceError> {
+        Ok(JobStatus {
+            id: "j1".to_owned(),
+            status,
+            data,
+        })
+    }
+
+    fn bad_answer() -> Result<JobStatus, SourceError> {
+        Err(SourceError::BadAnswer(crate::source_client::BadAnswer::TooLarge {
+            limit: 1024,
+        }))
+    }
+
+    fn transient() -> Result<JobStatus, SourceError> {
+        Err(SourceError::Transient(crate::source_client::Transient::Status(
+            reqwest::StatusCode::BAD_GATEWAY,
+        )))
+    }
+
+    fn policy() -> FetchPolicy {
+        FetchPolicy {
+            poll_interval: Duration::from_secs(10),
+            max_bad_answers: 2,
+            ..FetchPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_completed_answer_with_data_is_stored() {
+        let (mut progress, mut backoff) = (PollProgress::default(), Backoff::new(Duration::from_secs(10)));
+        let step = next_step(
+            job(JobState::Completed, Some(serde_json::json!({"a": 1}))),
+            &mut progress,
+            &mut backoff,
+            &policy(),
+        );
+        assert_eq!(
+            step,
+            Step::Complete {
+                data: serde_json::json!({"a": 1})
+            }
+        );
+    }
+
+    #[test]
+    fn an_in_progress_answer_records_the_job_and_waits_the_poll_interval() {
+        // Arrange: after two transient failures
+        let mut progress = PollProgress::default();
+        let mut backoff = Backoff::new(Duration::from_secs(10));
+        backoff.failed();
+        backoff.failed();
+
+        // Act
+        let step = next_step(job(JobState::InProgress, None), &mut progress, &mut backoff, &policy());
+
+        // Assert
+        assert_eq!(
+            step,
+            Step::Touch {
+                wait: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(progress.job_id.as_deref(), Some("j1"));
+        assert_eq!(backoff.failed(), Duration::from_secs(10), "the backoff was reset");
+    }
+
+    #[test]
+    fn transient_failures_back_off_without_counting_as_bad_answers() {
+        let (mut progress, mut backoff) = (PollProgress::default(), Backoff::new(Duration::from_secs(10)));
+        let waits: Vec<Step> = (0..3)
+            .map(|_| next_step(transient(), &mut progress, &mut backoff, &policy()))
+            .collect();
+        assert_eq!(
+            waits,
+            [10, 20, 40].map(|s| Step::Wait {
+                wait: Duration::from_secs(s)
+            })
+        );
+        assert_eq!(progress.bad_answers, 0);
+    }
+
+    #[test]
+    fn bad_answers_are_tolerated_up_to_the_maximum_and_the_next_one_fails_with_its_reason() {
+        // Arrange: two tolerated
+        let (mut progress, mut backoff) = (PollProgress::default(), Backoff::new(Duration::from_secs(10)));
+
+        // Act
+        let steps: Vec<Step> = (0..3)
+            .map(|_| next_step(bad_answer(), &mut progress, &mut backoff, &policy()))
+            .collect();
+
+        // Assert
+        let wait = Step::Wait {
+            wait: Duration::from_secs(10),
+        };
+        assert_eq!(steps[..2], [wait.clone(), wait]);
+        let Step::Fail { reason } = &steps[2] else {
+            panic!("{:?}", steps[2]);
+        };
+        assert!(reason.contains("3 bad answers (at most 2 tolerated)"), "{reason}");
+        assert!(reason.contains("SOURCE_MAX_BODY"), "{reason}");
+    }
+
+    #[test]
+    fn a_lost_job_is_forgotten_so_it_is_submitted_again_and_counts_as_a_bad_answer() {
+        let mut progress = PollProgress {
+            job_id: Some("j1".to_owned()),
+            bad_answers: 0,
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(10));
+        let step = next_step(
+            Err(SourceError::JobLost {
+                job_id: "j1".to_owned(),
+            }),
+            &mut progress,
+            &mut backoff,
+            &policy(),
+        );
+        assert_eq!(
+            step,
+            Step::Wait {
+                wait: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            progress,
+            PollProgress {
+                job_id: None,
+                bad_answers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_source_fails_at_once() {
+        let (mut progress, mut backoff) = (PollProgress::default(), Backoff::new(Duration::from_secs(10)));
+        let step = next_step(
+            Err(SourceError::UnknownSource("source_9".to_owned())),
+            &mut progress,
+            &mut backoff,
+            &policy(),
+        );
+        assert!(matches!(step, Step::Fail { reason } if reason.contains("source_9")));
     }
 
     #[test]

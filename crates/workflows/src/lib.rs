@@ -5,7 +5,7 @@
 //!
 //! The workflow runs one long activity, `pollSource`, which does the whole poll loop (submit
 //! the job, check it every `POLL_INTERVAL`, store the document or the failure reason) and
-//! heartbeats while it waits.
+//! heartbeats while it waits and while each pass runs.
 //!
 //! Why not a poll loop in the workflow (activity + 10 s timer)? Each poll would then cost
 //! about 10 history events. The dev server manages about 30 workflows/s (about 35 ms of server
@@ -25,19 +25,22 @@
 //! - 2xx with a valid job status: in progress, or completed.
 //! - 5xx, 408, 429, connection errors and timeouts: transient. The loop backs off, doubling up
 //!   to 60 s.
-//! - Other 4xx and malformed bodies: bad answers. They are counted, and above
-//!   `max_bad_answers` the content is failed.
+//! - Other 4xx, 3xx (redirects are not followed), malformed bodies and bodies above
+//!   `SOURCE_MAX_BODY`: bad answers. They are counted, and above `max_bad_answers` the content
+//!   is failed.
 //! - 404 on a job: the job is lost. It is submitted again, and this counts as a bad answer.
 //!
 //! # Layout
 //! - [`workflows`]: the workflow (deterministic code only), its input and outcome.
 //! - [`activities`]: [`SourceActivities`] and its `pollSource` loop, [`FetchPolicy`].
+//! - [`settings`]: [`InvalidSetting`] (a refused setting, named) and `SOURCE_MAX_BODY`'s parser.
 //! - [`source_client`]: `SOURCES_CONFIG`, the HTTP client of the sources, answer classification.
 //! - [`starter`]: [`WorkflowStarter`], idempotent workflow starts for CDC and the reconciler.
-//! - [`temporal`]: [`TemporalSettings`] and [`connect`].
+//! - [`temporal`]: [`TemporalSettings`], [`connect`] and [`connect_waiting`] (waits for Temporal).
 //! - [`worker`]: [`run_worker`], the worker with graceful shutdown.
 
 pub mod activities;
+pub mod settings;
 pub mod source_client;
 pub mod starter;
 pub mod temporal;
@@ -45,9 +48,10 @@ pub mod worker;
 pub mod workflows;
 
 pub use activities::{FetchPolicy, FetchPolicyError, PollProgress, SourceActivities};
+pub use settings::{InvalidSetting, parse_byte_size};
 pub use source_client::{SourceClient, SourceError, SourcesConfig, SourcesConfigError, classify_answer};
 pub use starter::{StartError, StartOutcome, WorkflowStarter, workflow_id};
-pub use temporal::{ConnectError, TemporalSettings, connect};
+pub use temporal::{ConnectError, TemporalSettings, connect, connect_waiting};
 /// The URL type of [`TemporalSettings::address`], re-exported so callers need no `url` dependency.
 pub use url::Url;
 pub use worker::run_worker;

@@ -127,9 +127,28 @@ pub enum Transient {
 /// An unusable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum BadAnswer {
-    /// A status other than success that retrying does not fix (`4xx`, `3xx`).
+    /// A status other than success that retrying does not fix (`4xx`, and `1xx` which a
+    /// finished HTTP exchange never carries).
     #[error("HTTP {0}")]
     Status(StatusCode),
+    /// A `3xx`. Redirects are not followed: a source that moved is reconfigured in
+    /// `SOURCES_CONFIG`, never chased, so an answer cannot send the worker's requests (and the
+    /// tenant ids in them) to another host.
+    #[error(
+        "HTTP {status}, a redirect to {location:?}, which is not followed (fix SOURCES_CONFIG if the source moved)"
+    )]
+    Redirect {
+        /// The `3xx` status.
+        status: StatusCode,
+        /// Its `Location` header, when present and readable.
+        location: Option<String>,
+    },
+    /// A body longer than `SOURCE_MAX_BODY`; reading stopped at the limit.
+    #[error("a body of more than {limit} bytes (SOURCE_MAX_BODY)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A success whose body is not a `JobStatus` JSON document.
     #[error("malformed body: {0}")]
     MalformedBody(#[source] serde_json::Error),
@@ -146,6 +165,7 @@ pub enum BadAnswer {
 /// - `2xx` with a valid [`JobStatus`] (and `data` when completed): the status.
 /// - `5xx`, `408`, `429`: [`SourceError::Transient`].
 /// - `404` on [`SourceCall::Status`]: [`SourceError::JobLost`].
+/// - `3xx`: [`BadAnswer::Redirect`] (without its location: [`SourceClient`] adds it).
 /// - any other status, and malformed bodies: [`SourceError::BadAnswer`].
 ///
 /// # Errors
@@ -164,19 +184,24 @@ pub fn classify_answer(call: SourceCall<'_>, status: StatusCode, body: &[u8]) ->
         }),
         (_, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS) => Err(Transient::Status(status).into()),
         (_, status) if status.is_server_error() => Err(Transient::Status(status).into()),
+        (_, status) if status.is_redirection() => Err(BadAnswer::Redirect { status, location: None }.into()),
         (_, status) => Err(BadAnswer::Status(status).into()),
     }
 }
 
-/// Calls the source servers of [`SourcesConfig`] with a per-request timeout.
+/// Calls the source servers of [`SourcesConfig`] with a per-request timeout, a bounded body and
+/// no redirects.
 #[derive(Clone, Debug)]
 pub struct SourceClient {
     http: reqwest::Client,
     config: SourcesConfig,
+    max_body: usize,
 }
 
 impl SourceClient {
-    /// A client whose every request (connect + answer) is bounded by `timeout`.
+    /// A client whose every request (connect + answer) is bounded by `timeout`, that reads at
+    /// most `max_body` bytes of a body (`SOURCE_MAX_BODY`, see
+    /// [`crate::activities::FetchPolicy::max_body`]) and follows no redirect.
     ///
     /// reqwest is built without a TLS crypto provider (see Cargo.toml); when the process has
     /// none yet, ring's is installed as the default, as the CLI does at startup, because building
@@ -184,7 +209,7 @@ impl SourceClient {
     ///
     /// # Errors
     /// reqwest's builder error (e.g. the system's TLS roots cannot be loaded).
-    pub fn new(config: SourcesConfig, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(config: SourcesConfig, timeout: Duration, max_body: usize) -> Result<Self, reqwest::Error> {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             // Losing an install race to another thread is fine: some provider is installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -192,8 +217,9 @@ impl SourceClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, config })
+        Ok(Self { http, config, max_body })
     }
 
     /// `POST /jobs`: starts the job of a content, or returns the one the source already has
@@ -205,7 +231,7 @@ impl SourceClient {
     pub async fn submit(&self, source: &str, request: &JobRequest) -> Result<JobStatus, SourceError> {
         let url = self.endpoint(source, &["jobs"])?;
         let answer = self.http.post(url).json(request).send().await;
-        Self::read(SourceCall::Submit, answer).await
+        self.read(SourceCall::Submit, answer).await
     }
 
     /// `GET /jobs/{job_id}`: where the job stands.
@@ -216,7 +242,7 @@ impl SourceClient {
     pub async fn status(&self, source: &str, job_id: &str) -> Result<JobStatus, SourceError> {
         let url = self.endpoint(source, &["jobs", job_id])?;
         let answer = self.http.get(url).send().await;
-        Self::read(SourceCall::Status { job_id }, answer).await
+        self.read(SourceCall::Status { job_id }, answer).await
     }
 
     fn endpoint(&self, source: &str, segments: &[&str]) -> Result<Url, SourceError> {
@@ -233,13 +259,42 @@ impl SourceClient {
         Ok(url)
     }
 
+    /// Classifies an answer, reading its body only when it is a success, chunk by chunk, and
+    /// giving up as soon as it passes `max_body`: a huge or endless body never sits in memory
+    /// (and never reaches the tenant database or the CDC events of its row).
     async fn read(
+        &self,
         call: SourceCall<'_>,
         answer: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<JobStatus, SourceError> {
-        let response = answer.map_err(Transient::Transport)?;
+        let mut response = answer.map_err(Transient::Transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(Transient::Transport)?;
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            return Err(BadAnswer::Redirect { status, location }.into());
+        }
+        if !status.is_success() {
+            // Only the status of a failure matters: its body (an error page) is not read.
+            return classify_answer(call, status, &[]);
+        }
+        let too_large = || SourceError::from(BadAnswer::TooLarge { limit: self.max_body });
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_body as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Transient::Transport)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         classify_answer(call, status, &body)
     }
 }
@@ -288,12 +343,24 @@ mod tests {
 
     #[test]
     fn client_errors_are_bad_answers() {
-        for status in [400, 401, 403, 409, 422, 301] {
+        for status in [400, 401, 403, 409, 422] {
             let err = classify(JOB, status, "").unwrap_err();
             assert!(
                 matches!(err, SourceError::BadAnswer(BadAnswer::Status(s)) if s.as_u16() == status),
                 "{status}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn redirects_are_bad_answers_that_say_they_were_not_followed() {
+        for status in [301, 302, 303, 307, 308] {
+            let err = classify(JOB, status, "").unwrap_err();
+            assert!(
+                matches!(err, SourceError::BadAnswer(BadAnswer::Redirect { status: s, .. }) if s.as_u16() == status),
+                "{status}: {err}"
+            );
+            assert!(err.to_string().contains("not followed"), "{err}");
         }
     }
 
@@ -379,7 +446,7 @@ mod tests {
         let config =
             SourcesConfig::parse(r#"{"source_1":"http://h:1/api/","source_2":"http://h:2","source_3":"http://h:3"}"#)
                 .unwrap();
-        let client = SourceClient::new(config, Duration::from_secs(1)).unwrap();
+        let client = SourceClient::new(config, Duration::from_secs(1), 1024).unwrap();
         assert_eq!(
             client.endpoint("source_1", &["jobs", "a/b?c"]).unwrap().as_str(),
             "http://h:1/api/jobs/a%2Fb%3Fc"
@@ -406,7 +473,7 @@ mod tests {
             r#"{{"source_1":"http://127.0.0.1:{port}","source_2":"http://b","source_3":"http://c"}}"#
         ))
         .unwrap();
-        let client = SourceClient::new(config, Duration::from_secs(2)).unwrap();
+        let client = SourceClient::new(config, Duration::from_secs(2), 1024).unwrap();
 
         // Act
         let err = client.status("source_1", "j1").await.unwrap_err();

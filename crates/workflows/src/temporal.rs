@@ -1,8 +1,22 @@
 //! Where Temporal is and how to reach it.
 
+use std::time::Duration;
+
 use temporalio_client::errors::ClientConnectError;
 use temporalio_client::{Client, ClientOptions, ConnectionOptions};
+use tokio_util::sync::CancellationToken;
 use url::Url;
+
+/// Bound of one connection attempt: a host that accepts TCP but never answers must not hold
+/// the caller for the OS's TCP timeout (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// First wait of [`connect_waiting`] after a failed attempt; it doubles up to
+/// [`MAX_CONNECT_BACKOFF`].
+pub const FIRST_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Longest wait of [`connect_waiting`] between two attempts.
+pub const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Temporal connection settings shared by the workflow worker and the processes that start
 /// workflows (CDC worker, reconciler).
@@ -44,7 +58,9 @@ pub struct ConnectError {
 /// # Errors
 /// [`ConnectError`] when the server cannot be reached now.
 pub async fn connect(settings: &TemporalSettings) -> Result<Client, ConnectError> {
-    let connection = ConnectionOptions::new(settings.address.clone()).build();
+    let connection = ConnectionOptions::new(settings.address.clone())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build();
     let options = ClientOptions::new(settings.namespace.clone()).build();
     Client::connect(connection, options)
         .await
@@ -53,4 +69,44 @@ pub async fn connect(settings: &TemporalSettings) -> Result<Client, ConnectError
             namespace: settings.namespace.clone(),
             source,
         })
+}
+
+/// Connects like [`connect`], but while Temporal is unreachable keeps trying, logging each
+/// failure with the wait before the next attempt (from [`FIRST_CONNECT_BACKOFF`], doubling up
+/// to [`MAX_CONNECT_BACKOFF`]). So a process started before Temporal (a cluster booting, a
+/// rolling restart of the server) waits for it instead of exiting.
+///
+/// Returns `None` when `shutdown` is cancelled first (SIGTERM while waiting).
+pub async fn connect_waiting(settings: &TemporalSettings, shutdown: &CancellationToken) -> Option<Client> {
+    let mut backoff = FIRST_CONNECT_BACKOFF;
+    let mut attempt: u32 = 1;
+    loop {
+        let result = tokio::select! {
+            result = connect(settings) => result,
+            () = shutdown.cancelled() => return None,
+        };
+        match result {
+            Ok(client) => {
+                if attempt > 1 {
+                    tracing::info!(address = %settings.address, attempt, "connected to Temporal");
+                }
+                return Some(client);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error.cause_chain = ?e,
+                    error.message = %e,
+                    attempt,
+                    retry_in = ?backoff,
+                    "waiting for Temporal: unreachable"
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+        attempt = attempt.saturating_add(1);
+    }
 }

@@ -8,7 +8,8 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::activities::SourceActivities;
-use crate::temporal::{TemporalSettings, connect};
+use crate::settings::InvalidSetting;
+use crate::temporal::{TemporalSettings, connect_waiting};
 use crate::workflows::FetchReportContentWorkflow;
 
 /// After shutdown starts, in-flight poll loops get this long before they are cancelled. A
@@ -19,9 +20,32 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Slots of the kinds of tasks this worker does not bound explicitly (the SDK's default).
 const DEFAULT_SLOTS: usize = 100;
 
+/// Largest `WORKER_MAX_ACTIVITIES` accepted. A poll loop is a sleeping task, but each holds a
+/// tenant connection during its passes: beyond this, a replica would starve the tenant pools.
+pub const MAX_WORKER_ACTIVITIES: usize = 10_000;
+
+/// Validates `WORKER_MAX_ACTIVITIES`: within 1..=[`MAX_WORKER_ACTIVITIES`].
+///
+/// # Errors
+/// An [`InvalidSetting`] naming the variable.
+pub fn validate_max_activities(max_concurrent_activities: usize) -> Result<usize, InvalidSetting> {
+    if (1..=MAX_WORKER_ACTIVITIES).contains(&max_concurrent_activities) {
+        Ok(max_concurrent_activities)
+    } else {
+        Err(InvalidSetting::new(
+            "WORKER_MAX_ACTIVITIES",
+            max_concurrent_activities,
+            format!("within 1..={MAX_WORKER_ACTIVITIES}"),
+        ))
+    }
+}
+
 /// Runs a worker until `shutdown` is cancelled, then drains it: polling stops, poll loops are
 /// cancelled after [`SHUTDOWN_GRACE`] (Temporal retries them elsewhere) and the call returns once
 /// every task has reported.
+///
+/// Temporal unreachable at start is waited for, with a logged backoff ([`connect_waiting`]);
+/// a shutdown during that wait returns `Ok` at once.
 ///
 /// `max_concurrent_activities` bounds the poll loops this process carries at once. Each is an
 /// async task that mostly sleeps, so a thousand cost little; the bound is there to spread
@@ -31,7 +55,7 @@ const DEFAULT_SLOTS: usize = 100;
 /// a `LocalSet`).
 ///
 /// # Errors
-/// Temporal unreachable at startup, or a fatal worker error.
+/// A fatal worker error (e.g. the namespace does not exist).
 pub async fn run_worker(
     settings: &TemporalSettings,
     activities: SourceActivities,
@@ -39,7 +63,10 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default()).context("cannot create the Temporal runtime")?;
-    let client = connect(settings).await?;
+    let Some(client) = connect_waiting(settings, &shutdown).await else {
+        tracing::info!("shut down while waiting for Temporal");
+        return Ok(());
+    };
     let tuner = TunerHolder::builder()
         .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
         .activity_task_slot_supplier(FixedSizeSlotSupplier::new(max_concurrent_activities.max(1)))

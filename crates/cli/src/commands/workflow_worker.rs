@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use liquidity_workflows::worker::validate_max_activities;
 use liquidity_workflows::{
-    FetchPolicy, SourceActivities, SourceClient, SourcesConfig, TemporalSettings, Url, run_worker,
+    FetchPolicy, SourceActivities, SourceClient, SourcesConfig, TemporalSettings, Url, parse_byte_size, run_worker,
 };
 
 use crate::args::TenancyArgs;
@@ -60,48 +61,138 @@ pub struct WorkflowWorkerArgs {
     /// `{"source_1":"http://127.0.0.1:9101","source_2":"...","source_3":"..."}`.
     #[arg(long, env = "SOURCES_CONFIG")]
     pub sources_config: String,
-    /// Wait between two checks of a job still in progress at its source.
+    /// Wait between two checks of a job still in progress at its source. More than zero, at
+    /// most 1h, less than SOURCE_DEADLINE.
     #[arg(long, env = "POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
     pub poll_interval: Duration,
-    /// A content still in progress this long after its creation is marked failed. Less than 24h
-    /// (the activity's start-to-close timeout).
+    /// A content still in progress this long after its creation is marked failed, whatever
+    /// restarts happened in between. At least 1s, less than 24h (the activity's start-to-close
+    /// timeout).
     #[arg(long, env = "SOURCE_DEADLINE", value_parser = humantime::parse_duration, default_value = "1h")]
     pub source_deadline: Duration,
-    /// Bad answers of a source (malformed bodies, 4xx, lost jobs) tolerated per content; the
-    /// next one marks the content failed.
+    /// Bad answers of a source (malformed, 4xx, redirects, bodies above SOURCE_MAX_BODY, lost
+    /// jobs) tolerated per content; the next one marks the content failed. 1..=1000.
     #[arg(long, env = "SOURCE_MAX_BAD_ANSWERS", default_value_t = 5)]
     pub source_max_bad_answers: u32,
-    /// Bound of one HTTP call to a source, connect included; at most 20s, so that a call fits
-    /// in the activity's 30s heartbeat timeout.
+    /// Bound of one HTTP call to a source, connect included. More than zero, at most 20s.
     #[arg(long, env = "SOURCE_HTTP_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub source_http_timeout: Duration,
+    /// Largest body of a source's answer (`1MiB`, `512KiB`, bytes); a longer one is a bad
+    /// answer, and reading stops there. 1KiB..=2MiB: the stored document travels in a CDC event
+    /// (row before and after) that must fit a 10 MB Pub/Sub message.
+    #[arg(long, env = "SOURCE_MAX_BODY", value_parser = parse_byte_size, default_value = "1MiB")]
+    pub source_max_body: usize,
     /// Poll loops (one per content being fetched) this replica runs at once. Each mostly
-    /// sleeps, so a thousand cost little.
+    /// sleeps, so a thousand cost little. 1..=10000.
     #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = 1000)]
     pub worker_max_activities: usize,
 }
 
+impl WorkflowWorkerArgs {
+    /// The validated fetch policy.
+    ///
+    /// # Errors
+    /// The first refused setting, named by its variable.
+    pub fn policy(&self) -> anyhow::Result<FetchPolicy> {
+        let policy = FetchPolicy {
+            poll_interval: self.poll_interval,
+            deadline: self.source_deadline,
+            max_bad_answers: self.source_max_bad_answers,
+            http_timeout: self.source_http_timeout,
+            max_body: self.source_max_body,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}
+
 pub async fn run(args: WorkflowWorkerArgs) -> anyhow::Result<()> {
-    let policy = FetchPolicy {
-        poll_interval: args.poll_interval,
-        deadline: args.source_deadline,
-        max_bad_answers: args.source_max_bad_answers,
-        http_timeout: args.source_http_timeout,
-    };
-    policy
-        .validate()
-        .context("invalid POLL_INTERVAL / SOURCE_DEADLINE / SOURCE_HTTP_TIMEOUT")?;
-    anyhow::ensure!(
-        args.worker_max_activities > 0,
-        "WORKER_MAX_ACTIVITIES must be at least 1"
-    );
+    let policy = args.policy()?;
+    let max_activities = validate_max_activities(args.worker_max_activities)?;
     let sources = SourcesConfig::parse(&args.sources_config)?;
-    let client = SourceClient::new(sources, policy.http_timeout).context("cannot build the source HTTP client")?;
+    let client = SourceClient::new(sources, policy.http_timeout, policy.max_body)
+        .context("cannot build the source HTTP client")?;
     let settings = args.temporal.settings()?;
     let registry = args.tenancy.registry()?;
     let activities = SourceActivities::new(registry.clone(), client, policy);
     let shutdown = super::shutdown_token();
-    let result = run_worker(&settings, activities, args.worker_max_activities, shutdown).await;
+    let result = run_worker(&settings, activities, max_activities, shutdown).await;
     registry.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WorkflowWorkerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<WorkflowWorkerArgs, clap::Error> {
+        let base = ["liquidity", "--tenants-config", "[]", "--sources-config", "{}"];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn the_defaults_make_a_valid_policy_with_a_one_mebibyte_body_limit() {
+        // Act
+        let policy = parse(&[]).unwrap().policy().unwrap();
+
+        // Assert
+        assert_eq!(policy.max_body, 1024 * 1024);
+        assert_eq!(policy, FetchPolicy::default());
+    }
+
+    #[test]
+    fn a_bad_setting_stops_the_worker_with_a_message_naming_its_variable() {
+        // Arrange
+        let cases: [(&[&str], &str); 9] = [
+            (&["--poll-interval", "0s"], "POLL_INTERVAL"),
+            (&["--poll-interval", "2h"], "POLL_INTERVAL"),
+            (&["--source-deadline", "0s"], "SOURCE_DEADLINE"),
+            (&["--source-deadline", "30d"], "SOURCE_DEADLINE"),
+            (&["--source-max-bad-answers", "0"], "SOURCE_MAX_BAD_ANSWERS"),
+            (&["--source-http-timeout", "0s"], "SOURCE_HTTP_TIMEOUT"),
+            (&["--source-http-timeout", "1m"], "SOURCE_HTTP_TIMEOUT"),
+            (&["--source-max-body", "10MiB"], "SOURCE_MAX_BODY"),
+            (&["--source-max-body", "12"], "SOURCE_MAX_BODY"),
+        ];
+
+        // Act
+        let errors: Vec<String> = cases
+            .iter()
+            .map(|(flags, _)| parse(flags).unwrap().policy().unwrap_err().to_string())
+            .collect();
+
+        // Assert
+        for ((flags, variable), error) in cases.iter().zip(errors) {
+            assert!(error.starts_with(&format!("{variable}=")), "{flags:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_zero_or_absurd_worker_max_activities_is_refused_by_name() {
+        for value in ["0", "1000000"] {
+            let args = parse(&["--worker-max-activities", value]).unwrap();
+            let error = validate_max_activities(args.worker_max_activities).unwrap_err();
+            assert!(error.to_string().starts_with("WORKER_MAX_ACTIVITIES="), "{error}");
+        }
+        assert_eq!(validate_max_activities(1000), Ok(1000));
+    }
+
+    #[test]
+    fn values_that_do_not_parse_are_refused_by_clap_naming_the_variable() {
+        for (flags, variable) in [
+            (["--source-max-body", "lots"], "SOURCE_MAX_BODY"),
+            (["--poll-interval", "soon"], "POLL_INTERVAL"),
+        ] {
+            let error = parse(&flags).err().expect("refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+    }
 }

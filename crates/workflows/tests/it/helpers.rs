@@ -1,6 +1,7 @@
-//! `spawn_app`: fresh tenant database, fake source, in-process worker on its own task queue.
+//! `spawn_app`: fresh tenant database, fake source (or the real simulator), in-process worker on
+//! its own task queue.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,6 +29,60 @@ pub fn test_policy() -> FetchPolicy {
         deadline: Duration::from_secs(60 * 60),
         max_bad_answers: 2,
         http_timeout: Duration::from_secs(2),
+        max_body: 1024 * 1024,
+    }
+}
+
+/// The test stack's Temporal.
+pub fn temporal_address() -> Url {
+    let address = std::env::var("LQDTY_TEST_TEMPORAL_ADDRESS").unwrap_or_else(|_| "http://127.0.0.1:7243".to_owned());
+    Url::parse(&address).expect("LQDTY_TEST_TEMPORAL_ADDRESS is a URL")
+}
+
+/// Settings on a task queue of the test's own.
+pub fn test_settings(address: Url) -> TemporalSettings {
+    TemporalSettings {
+        address,
+        namespace: "default".to_owned(),
+        task_queue: format!("lqdty-wf-test-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// The log lines of one worker thread (its own subscriber, INFO and above, no colours).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|line| line.contains(needle)).count()
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let buffer = self.0.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || CaptureWriter(buffer.clone()))
+            .finish()
+    }
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -41,35 +96,53 @@ pub struct TestApp {
     worker: Option<WorkerThread>,
     settings: TemporalSettings,
     tenants_config: String,
+    sources_config: String,
     policy: FetchPolicy,
     // Last: the databases are dropped after everything that uses them.
     _dbs: TestDatabases,
 }
 
 /// The worker runs on a thread and runtime of its own: its future is not `Send`.
-struct WorkerThread {
+pub struct WorkerThread {
     shutdown: CancellationToken,
     thread: JoinHandle<anyhow::Result<()>>,
 }
 
 impl WorkerThread {
-    fn spawn(settings: &TemporalSettings, tenants_config: &str, sources_config: &str, policy: FetchPolicy) -> Self {
+    /// A worker with the test's settings; with `logs`, its thread logs there (on a
+    /// current-thread runtime, so every task of the worker logs on that thread).
+    pub fn spawn(
+        settings: &TemporalSettings,
+        tenants_config: &str,
+        sources_config: &str,
+        policy: FetchPolicy,
+        logs: Option<LogCapture>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let worker_shutdown = shutdown.clone();
         let settings = settings.clone();
         let tenants_config = tenants_config.to_owned();
         let sources_config = sources_config.to_owned();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
+            let _logging = logs.map(|logs| tracing::subscriber::set_default(logs.subscriber()));
+            let runtime = if _logging.is_some() {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?
+            };
             runtime.block_on(async move {
                 let registry = Arc::new(TenantRegistry::new(
                     parse_tenants_config(&tenants_config)?,
                     PoolSettings::default(),
                 ));
-                let sources = SourceClient::new(SourcesConfig::parse(&sources_config)?, policy.http_timeout)?;
+                let sources = SourceClient::new(
+                    SourcesConfig::parse(&sources_config)?,
+                    policy.http_timeout,
+                    policy.max_body,
+                )?;
                 let activities = SourceActivities::new(registry.clone(), sources, policy);
                 let result = run_worker(&settings, activities, 100, worker_shutdown).await;
                 registry.close().await;
@@ -79,8 +152,13 @@ impl WorkerThread {
         Self { shutdown, thread }
     }
 
+    /// Whether the worker has returned (by itself, or after [`Self::stop`]).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Drains the worker and waits for its thread.
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::task::spawn_blocking(move || self.thread.join())
             .await
@@ -91,19 +169,21 @@ impl WorkerThread {
 }
 
 pub async fn spawn_app(behaviour: Behaviour, policy: FetchPolicy) -> TestApp {
+    spawn_app_with(behaviour, policy, None).await
+}
+
+/// Like [`spawn_app`], with the worker calling the sources of `sources_config` (e.g. the real
+/// simulator's) instead of the fake source (which then sees nothing).
+pub async fn spawn_app_with(behaviour: Behaviour, policy: FetchPolicy, sources_config: Option<String>) -> TestApp {
     liquidity_test_support::init_tracing();
     let dbs = TestDatabases::create(1, 5).await;
     let tenant_id = dbs.tenants[0].id;
     let tenants_config = dbs.tenants_config(5);
     let source = FakeSource::start(behaviour).await;
-    let address = std::env::var("LQDTY_TEST_TEMPORAL_ADDRESS").unwrap_or_else(|_| "http://127.0.0.1:7243".to_owned());
-    let settings = TemporalSettings {
-        address: Url::parse(&address).expect("LQDTY_TEST_TEMPORAL_ADDRESS is a URL"),
-        namespace: "default".to_owned(),
-        task_queue: format!("lqdty-wf-test-{}", uuid::Uuid::new_v4().simple()),
-    };
+    let sources_config = sources_config.unwrap_or_else(|| source.sources_config());
+    let settings = test_settings(temporal_address());
 
-    let worker = WorkerThread::spawn(&settings, &tenants_config, &source.sources_config(), policy);
+    let worker = WorkerThread::spawn(&settings, &tenants_config, &sources_config, policy, None);
     let client = connect(&settings)
         .await
         .expect("test Temporal reachable (scripts/test.sh)");
@@ -120,6 +200,7 @@ pub async fn spawn_app(behaviour: Behaviour, policy: FetchPolicy) -> TestApp {
         worker: Some(worker),
         settings,
         tenants_config,
+        sources_config,
         policy,
         _dbs: dbs,
     }
@@ -162,6 +243,34 @@ impl TestApp {
             .expect("workflow succeeded")
     }
 
+    /// The activity attempts of the content's workflow, from its history: the attempt number of
+    /// every `ActivityTaskStarted` (Temporal records the started event of a retried activity
+    /// once, with the attempt that ended it) and the count of `ActivityTaskTimedOut`.
+    pub async fn activity_attempts(&self, content: &ReportContent) -> (Vec<i32>, usize) {
+        use futures::TryStreamExt as _;
+        use temporalio_client::WorkflowFetchHistoryOptions;
+        use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+
+        let handle = self
+            .client
+            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id));
+        let events: Vec<_> = handle
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .try_collect()
+            .await
+            .expect("the workflow's history");
+        let mut started = Vec::new();
+        let mut timed_out = 0;
+        for event in events {
+            match event.attributes {
+                Some(Attributes::ActivityTaskStartedEventAttributes(a)) => started.push(a.attempt),
+                Some(Attributes::ActivityTaskTimedOutEventAttributes(_)) => timed_out += 1,
+                _ => {}
+            }
+        }
+        (started, timed_out)
+    }
+
     /// Starts the content's workflow and waits for its result.
     pub async fn fetch(&self, content: &ReportContent) -> FetchOutcome {
         self.start(content).await;
@@ -184,12 +293,12 @@ impl TestApp {
     /// Starts a fresh worker (new registry, new source client) on the same task queue.
     pub fn restart_worker(&mut self) {
         assert!(self.worker.is_none(), "stop the running worker first");
-        let sources_config = self.source.sources_config();
         self.worker = Some(WorkerThread::spawn(
             &self.settings,
             &self.tenants_config,
-            &sources_config,
+            &self.sources_config,
             self.policy,
+            None,
         ));
     }
 }

@@ -3,6 +3,8 @@
 //! test chooses. Run them with `scripts/test.sh` (or `LQDTY_STACK=test scripts/stack.sh up`).
 
 mod fetch;
+mod healing;
 mod helpers;
+mod simulator;
 mod source;
 mod starter;
