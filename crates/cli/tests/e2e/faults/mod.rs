@@ -381,6 +381,184 @@ async fn two_cdc_workers_racing_the_finish_set_each_finished_at_once() {
     assert_cdc_recovered(&world);
 }
 
+/// `scripts/stack.sh ARGS` on the test stack: the supervisor's `kill` and `pg-restart`, which
+/// return once the service answers again.
+fn stack(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/stack.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("LQDTY_STACK", "test")
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/stack.sh {args:?} failed: {status}");
+}
+
+async fn postgres_restart(mode: &str) {
+    // Arrange
+    let world = World::start(slow_sources()).await;
+    let users = users(&world).await;
+    let mut acknowledged = one_each(&world, &users).await;
+    wait_polling(&world, &acknowledged).await;
+
+    // Act: PostgreSQL goes down under every role and the relay, and comes back
+    stack(&["pg-restart", mode]);
+    acknowledged.extend(one_each(&world, &users).await);
+
+    // Assert
+    assert_invariants(&world, &acknowledged, Duration::from_secs(120)).await;
+    assert_cdc_recovered(&world);
+}
+
+#[tokio::test]
+async fn postgres_fast_restart_loses_nothing() {
+    postgres_restart("fast").await;
+}
+
+#[tokio::test]
+async fn postgres_immediate_restart_loses_nothing() {
+    postgres_restart("immediate").await;
+}
+
+#[tokio::test]
+async fn temporal_kill_9_and_restart_loses_nothing() {
+    // Arrange
+    let world = World::start(slow_sources()).await;
+    let users = users(&world).await;
+    let mut acknowledged = one_each(&world, &users).await;
+    wait_polling(&world, &acknowledged).await;
+
+    // Act: the supervisor restarts Temporal (its state is in its SQLite file)
+    stack(&["kill", "temporal"]);
+    acknowledged.extend(one_each(&world, &users).await);
+
+    // Assert
+    assert_invariants(&world, &acknowledged, Duration::from_secs(150)).await;
+    assert_cdc_recovered(&world);
+}
+
+/// The walsender of tenant `tenant`'s replication slot (Debezium's connection).
+async fn terminate_walsender(world: &World, tenant: usize) {
+    let slot = format!("dbz_{}", world.dbs.tenants[tenant].database.to_lowercase());
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+    )
+    .bind(&slot)
+    .fetch_all(&mut admin().await)
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true], "walsender of {slot}");
+}
+
+#[tokio::test]
+async fn a_terminated_walsender_is_reconnected_and_loses_no_event() {
+    // Arrange
+    let world = World::start(Options::default()).await;
+    let users = users(&world).await;
+    let mut acknowledged = one_each(&world, &users).await;
+
+    // Act: t1's Debezium connection is cut; its engine restarts while t2 and t3 stream on
+    terminate_walsender(&world, 0).await;
+    acknowledged.extend(one_each(&world, &users).await);
+
+    // Assert
+    assert_invariants(&world, &acknowledged, Duration::from_secs(90)).await;
+    assert_cdc_recovered(&world);
+}
+
+#[tokio::test]
+async fn a_dropped_replication_slot_is_recreated_and_the_reconciler_recovers_the_gap() {
+    // Arrange: changes made while the slot is gone are never decoded, so this needs the
+    // reconciler (documented in cdc/README.md)
+    let world = World::start(Options {
+        reconciler: true,
+        ..Options::default()
+    })
+    .await;
+    let users = users(&world).await;
+    let mut acknowledged = one_each(&world, &users).await;
+    let slot = format!("dbz_{}", world.dbs.tenants[0].database.to_lowercase());
+
+    // Act: drop t1's slot under the relay
+    liquidity_test_support::wait_until(Duration::from_secs(30), "t1's slot dropped", || {
+        let slot = slot.clone();
+        async move {
+            let mut admin = admin().await;
+            let _ = sqlx::query(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+            )
+            .bind(&slot)
+            .execute(&mut admin)
+            .await;
+            sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&slot)
+                .execute(&mut admin)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    acknowledged.extend(one_each(&world, &users).await);
+
+    // Assert: everything final, and the slot is back
+    assert_invariants(&world, &acknowledged, Duration::from_secs(150)).await;
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+        .bind(&slot)
+        .fetch_one(&mut admin().await)
+        .await
+        .unwrap();
+    assert_eq!(slots, 1, "slot {slot} re-created");
+}
+
+#[tokio::test]
+async fn an_event_over_the_pubsub_limit_is_dead_lettered_and_the_slot_moves_on() {
+    // Arrange: a finished report of t1
+    let world = World::start(Options::default()).await;
+    let users = users(&world).await;
+    let dead_letters = Tap::on(&world, DLQ_TOPIC).await;
+    let first = one_each(&world, &users).await;
+    assert_invariants(&world, &first, Duration::from_secs(60)).await;
+
+    // Act: one of its contents gets an 11 MB document; with REPLICA IDENTITY FULL the event
+    // would be over 22 MB
+    use sqlx::Connection as _;
+    let mut t1 = sqlx::PgConnection::connect(&world.dbs.tenants[0].url).await.unwrap();
+    let updated = sqlx::query(
+        "UPDATE report_contents SET data = repeat('x', 11 * 1024 * 1024) WHERE id = (
+             SELECT id FROM report_contents WHERE report_id = $1::uuid AND source = 'source_1')",
+    )
+    .bind(&first[0].report)
+    .execute(&mut t1)
+    .await
+    .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    let after = one_each(&world, &users).await;
+
+    // Assert: later reports of t1 still complete (the slot moved on), and the event's dead
+    // letter names its tenant and reason
+    assert_invariants(&world, &after, Duration::from_secs(60)).await;
+    let mut dead = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dead.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter for the oversize event"
+        );
+        dead.extend(
+            dead_letters
+                .pull()
+                .await
+                .into_iter()
+                .filter(|m| m.attributes.contains_key("dead_letter_reason")),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = dead[0].json();
+    assert_eq!(record["tenant"], world.dbs.tenants[0].id.to_string(), "{record}");
+    assert!(record["size"].as_u64().unwrap() > 10_000_000, "{record}");
+    assert_cdc_recovered(&world);
+}
+
 async fn admin() -> sqlx::PgConnection {
     use sqlx::Connection as _;
     sqlx::PgConnection::connect(&liquidity_test_support::admin_url())
