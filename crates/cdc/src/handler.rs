@@ -6,7 +6,7 @@ use std::sync::Arc;
 use liquidity_core::reports::{self, ReportContent, ReportStatus};
 use liquidity_core::tenancy::{TenancyError, TenantRegistry};
 use liquidity_core::{ReportId, TenantId};
-use liquidity_workflows::starter::{StartOutcome, WorkflowStarter};
+use liquidity_workflows::starter::{StartError, StartOutcome, WorkflowStarter};
 
 use crate::envelope::{self, ChangeEvent, DecodeError, Op, REPORT_CONTENTS};
 
@@ -42,9 +42,24 @@ pub enum CdcError {
     /// The message can never succeed: dead-letter it and ack it. Never touched a database.
     #[error("poison message: {0}")]
     Poison(#[from] PoisonError),
+    /// Temporal refused the work and will refuse it again (unknown namespace, invalid input):
+    /// the consumer retries it a few times, in case the refusal was momentary (a namespace
+    /// being created), then dead-letters it with this reason.
+    #[error("rejected: {0}")]
+    Rejected(#[source] StartError),
     /// Temporal or a database is unavailable: leave the message unacked so it comes back.
     #[error(transparent)]
     Transient(#[from] anyhow::Error),
+}
+
+impl From<StartError> for CdcError {
+    fn from(e: StartError) -> Self {
+        if e.is_transient() {
+            Self::Transient(e.into())
+        } else {
+            Self::Rejected(e)
+        }
+    }
 }
 
 /// Why a message is poison.
@@ -67,8 +82,8 @@ pub enum PoisonError {
 /// Decodes a Pub/Sub message and handles the change.
 ///
 /// # Errors
-/// [`CdcError::Poison`] for messages that can never succeed, [`CdcError::Transient`] when a
-/// dependency is down.
+/// [`CdcError::Poison`] for messages that can never succeed, [`CdcError::Rejected`] when
+/// Temporal refuses the start, [`CdcError::Transient`] when a dependency is down.
 pub async fn handle_message(
     deps: &CdcDeps,
     data: &[u8],
@@ -119,13 +134,10 @@ pub async fn handle_change(deps: &CdcDeps, event: ChangeEvent) -> Result<Outcome
 /// Makes sure the content's workflow runs. Shared by INSERT events and the reconciler.
 ///
 /// # Errors
-/// [`CdcError::Transient`] when Temporal cannot be reached.
+/// [`CdcError::Transient`] when Temporal cannot be reached, [`CdcError::Rejected`] when it
+/// refuses the start.
 pub async fn start_fetch(deps: &CdcDeps, tenant_id: TenantId, content: &ReportContent) -> Result<Outcome, CdcError> {
-    let outcome = deps
-        .starter
-        .ensure_started(tenant_id, content)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let outcome = deps.starter.ensure_started(tenant_id, content).await?;
     Ok(match outcome {
         StartOutcome::Started { run_id } => {
             tracing::info!(content_id = %content.id, source = %content.source, %run_id, "fetch workflow running");

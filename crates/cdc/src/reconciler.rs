@@ -2,100 +2,210 @@
 //!
 //! The Pub/Sub emulator forgets in-flight messages when it restarts, and a CDC reset can skip
 //! changes. Every interval, for every tenant, the reconciler
-//! - starts the workflow of each in-progress content that no workflow has checked for
+//! - fails each in-progress content older than the fetch deadline (`SOURCE_DEADLINE`, counted
+//!   from the content's creation), whether a workflow is alive or not: the database, not a
+//!   workflow, is what guarantees that every report ends;
+//! - looks at a page of the in-progress contents that no workflow has checked for
 //!   `stale_after` (a running workflow touches `last_run_at` at every poll, so only orphans and
-//!   contents stuck on a failing source qualify; for the latter the start is a no-op);
+//!   contents stuck on a failing source qualify) and starts a new run for each one whose
+//!   workflow is closed or unknown to Temporal (a running one is left alone). The pages walk the
+//!   stale set by id with a cursor kept across passes, so contents that stay stale (a source
+//!   failing for hours) never hide the others;
 //! - finishes each report whose contents are all final but whose `finished_at` is null.
 //!
-//! Both use the message handlers' own idempotent functions, so running it on every CDC worker
-//! replica is safe.
+//! Every repair is idempotent (the message handlers' functions, an update that only moves an
+//! in-progress row, a start that never creates a second running run), so running it on every
+//! CDC worker replica is safe. Each repair is counted by kind: a non-zero count means the CDC
+//! path missed work.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liquidity_core::TenantId;
-use liquidity_core::reports;
+use liquidity_core::reports::{self, ReportContent};
+use liquidity_core::{ReportContentId, TenantId};
+use liquidity_workflows::starter::WorkflowState;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{CdcDeps, CdcError, Outcome, finish_report, start_fetch};
+use crate::handler::{CdcDeps, CdcError, Outcome, finish_report};
 
 /// How the reconciler runs.
 #[derive(Clone, Copy, Debug)]
 pub struct ReconcilerSettings {
-    /// Time between passes.
+    /// Time between passes (`RECONCILE_INTERVAL`).
     pub interval: Duration,
-    /// An in-progress content unchecked for this long is considered orphaned. Must exceed the
-    /// poll interval of the workflow worker.
+    /// An in-progress content unchecked for this long is considered orphaned
+    /// (`RECONCILE_STALE_AFTER`). Must exceed the poll interval of the workflow worker.
     pub stale_after: Duration,
-    /// Most rows looked at per tenant and pass.
+    /// A content still in progress this long after its creation is failed (`SOURCE_DEADLINE`,
+    /// the workflow worker's own deadline).
+    pub deadline: Duration,
+    /// Most rows looked at per tenant, kind and pass (`RECONCILE_BATCH`).
     pub batch: i64,
 }
 
-/// What one pass did.
+/// What one pass did, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
-    /// Stale contents whose workflow was (re)started or found running.
-    pub workflows_ensured: usize,
-    /// Reports this pass finished.
-    pub reports_finished: usize,
+    /// Repair: stale contents whose workflow was closed or unknown, started again.
+    pub restarted: usize,
+    /// Repair: contents still in progress past the deadline, failed.
+    pub failed_past_deadline: usize,
+    /// Repair: reports whose contents were all final, finished.
+    pub finished: usize,
+    /// Stale contents whose workflow is running: nothing to repair (a source failing, or a
+    /// workflow worker down).
+    pub still_running: usize,
+    /// Stale contents whose restart Temporal rejected (logged); tried again next time round.
+    pub unrepaired: usize,
     /// Tenants whose pass failed (logged).
     pub failed_tenants: usize,
 }
 
-/// One pass over every tenant.
-pub async fn reconcile_once(deps: &CdcDeps, settings: &ReconcilerSettings) -> ReconcileReport {
-    let mut report = ReconcileReport::default();
-    let tenants: Vec<TenantId> = deps.registry.tenants().map(|t| t.id).collect();
-    for tenant_id in tenants {
-        if let Err(e) = reconcile_tenant(deps, tenant_id, settings, &mut report).await {
-            report.failed_tenants += 1;
-            tracing::warn!(%tenant_id, error.cause_chain = ?e, "reconciliation of a tenant failed");
-        }
+impl ReconcileReport {
+    /// Whether the pass repaired anything: work the CDC path should have done.
+    pub fn repaired(&self) -> bool {
+        self.restarted + self.failed_past_deadline + self.finished > 0
     }
-    report
 }
 
-async fn reconcile_tenant(
-    deps: &CdcDeps,
-    tenant_id: TenantId,
-    settings: &ReconcilerSettings,
-    report: &mut ReconcileReport,
-) -> Result<(), CdcError> {
-    let pool = deps.registry.pool(tenant_id).await.map_err(anyhow::Error::from)?;
-    let stale = reports::stale_in_progress_contents(pool, settings.stale_after, settings.batch)
-        .await
-        .map_err(anyhow::Error::from)?;
-    for content in &stale {
-        if start_fetch(deps, tenant_id, content).await? == Outcome::WorkflowAlreadyClosed {
-            tracing::warn!(%tenant_id, content_id = %content.id, "content in progress but its workflow completed");
-        }
-        report.workflows_ensured += 1;
-    }
-    let done = reports::unfinished_done_reports(pool, settings.batch)
-        .await
-        .map_err(anyhow::Error::from)?;
-    for report_id in done {
-        if let Outcome::ReportFinished(_) = finish_report(deps, tenant_id, report_id).await? {
-            report.reports_finished += 1;
-        }
-    }
-    Ok(())
+/// The reconciler: settings plus, per tenant, where the walk over stale contents stands.
+pub struct Reconciler {
+    deps: Arc<CdcDeps>,
+    settings: ReconcilerSettings,
+    /// Last stale content looked at per tenant; the next pass goes on after it.
+    cursors: HashMap<TenantId, ReportContentId>,
 }
 
-/// Runs [`reconcile_once`] every interval until `shutdown` is cancelled.
-pub async fn run_reconciler(deps: Arc<CdcDeps>, settings: ReconcilerSettings, shutdown: CancellationToken) {
-    tracing::info!(interval = ?settings.interval, stale_after = ?settings.stale_after, "reconciler starting");
-    let mut ticks = tokio::time::interval(settings.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        let report = reconcile_once(&deps, &settings).await;
-        if report != ReconcileReport::default() {
-            tracing::info!(?report, "reconciliation pass repaired work");
+impl Reconciler {
+    /// A reconciler that starts its walks from the beginning.
+    pub fn new(deps: Arc<CdcDeps>, settings: ReconcilerSettings) -> Self {
+        Self {
+            deps,
+            settings,
+            cursors: HashMap::new(),
         }
     }
-    tracing::info!("reconciler stopped");
+
+    /// One pass over every tenant. A failing tenant is logged and counted; the others go on.
+    pub async fn pass(&mut self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let tenants: Vec<TenantId> = self.deps.registry.tenants().map(|t| t.id).collect();
+        for tenant_id in tenants {
+            if let Err(e) = self.reconcile_tenant(tenant_id, &mut report).await {
+                report.failed_tenants += 1;
+                tracing::warn!(%tenant_id, error.cause_chain = ?e, error.message = %e, "reconciliation of a tenant failed");
+            }
+        }
+        report
+    }
+
+    /// Runs a pass every interval until `shutdown` is cancelled, which also interrupts a pass
+    /// (every repair is idempotent and the cursor is kept per row, so an interrupted pass
+    /// loses nothing).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let settings = self.settings;
+        tracing::info!(interval = ?settings.interval, stale_after = ?settings.stale_after, deadline = ?settings.deadline, batch = settings.batch, "reconciler starting");
+        let mut ticks = tokio::time::interval(settings.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let report = tokio::select! {
+                () = shutdown.cancelled() => break,
+                report = self.pass() => report,
+            };
+            if report.repaired() {
+                tracing::warn!(
+                    restarted = report.restarted,
+                    failed_past_deadline = report.failed_past_deadline,
+                    finished = report.finished,
+                    "the reconciler repaired work the CDC path missed"
+                );
+            }
+            if report.unrepaired + report.failed_tenants > 0 || report.still_running > 0 {
+                tracing::info!(?report, "reconciliation pass");
+            }
+        }
+        tracing::info!("reconciler stopped");
+    }
+
+    async fn reconcile_tenant(&mut self, tenant_id: TenantId, report: &mut ReconcileReport) -> Result<(), CdcError> {
+        self.fail_past_deadline(tenant_id, report).await?;
+        self.restart_closed(tenant_id, report).await?;
+        let pool = self.deps.registry.pool(tenant_id).await.map_err(anyhow::Error::from)?;
+        let done = reports::unfinished_done_reports(pool, self.settings.batch)
+            .await
+            .map_err(anyhow::Error::from)?;
+        for report_id in done {
+            if let Outcome::ReportFinished(_) = finish_report(&self.deps, tenant_id, report_id).await? {
+                report.finished += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_past_deadline(&self, tenant_id: TenantId, report: &mut ReconcileReport) -> Result<(), CdcError> {
+        let pool = self.deps.registry.pool(tenant_id).await.map_err(anyhow::Error::from)?;
+        let deadline = self.settings.deadline;
+        let late = reports::in_progress_contents_past_deadline(pool, deadline, self.settings.batch)
+            .await
+            .map_err(anyhow::Error::from)?;
+        for content in late {
+            // Worded like the workflow's own deadline failure, plus who enforced it.
+            let reason = format!(
+                "deadline of {}s exceeded without the source completing (enforced by the reconciler)",
+                deadline.as_secs_f64()
+            );
+            if reports::fail_content(pool, content.id, &reason)
+                .await
+                .map_err(anyhow::Error::from)?
+            {
+                tracing::warn!(%tenant_id, content_id = %content.id, created_at = %content.created_at, "content failed past its deadline");
+                report.failed_past_deadline += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart_closed(&mut self, tenant_id: TenantId, report: &mut ReconcileReport) -> Result<(), CdcError> {
+        let pool = self.deps.registry.pool(tenant_id).await.map_err(anyhow::Error::from)?;
+        let after = self.cursors.get(&tenant_id).copied();
+        let page =
+            reports::stale_in_progress_contents_page(pool, self.settings.stale_after, after, self.settings.batch)
+                .await
+                .map_err(anyhow::Error::from)?;
+        let reached_end = i64::try_from(page.len()).unwrap_or(i64::MAX) < self.settings.batch;
+        for content in &page {
+            match self.restart_if_closed(tenant_id, content).await {
+                Ok(true) => report.restarted += 1,
+                Ok(false) => report.still_running += 1,
+                Err(CdcError::Rejected(e)) => {
+                    tracing::warn!(%tenant_id, content_id = %content.id, error.cause_chain = ?e, error.message = %e, "Temporal rejected the restart of a content");
+                    report.unrepaired += 1;
+                }
+                // Temporal down: the next pass goes on from this content.
+                Err(e) => return Err(e),
+            }
+            self.cursors.insert(tenant_id, content.id);
+        }
+        if reached_end {
+            // The walk covered the whole stale set: the next pass starts over.
+            self.cursors.remove(&tenant_id);
+        }
+        Ok(())
+    }
+
+    /// Starts a new run of the content's workflow if none is running. `true` when it did.
+    async fn restart_if_closed(&self, tenant_id: TenantId, content: &ReportContent) -> Result<bool, CdcError> {
+        let state = self.deps.starter.state(tenant_id, content.id).await?;
+        if state == WorkflowState::Running {
+            return Ok(false);
+        }
+        let outcome = self.deps.starter.ensure_running(tenant_id, content).await?;
+        tracing::warn!(%tenant_id, content_id = %content.id, ?state, ?outcome, "content in progress without a running workflow: started again");
+        Ok(true)
+    }
 }

@@ -2,9 +2,11 @@
 
 use liquidity_core::reports::ReportContent;
 use liquidity_core::{ReportContentId, TenantId};
-use temporalio_client::errors::WorkflowStartError;
-use temporalio_client::tonic::Code;
-use temporalio_client::{Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions};
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
+use temporalio_client::tonic::{Code, Status};
+use temporalio_client::{
+    Client, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+};
 
 use crate::workflows::{FetchReportContentInput, FetchReportContentWorkflow};
 
@@ -27,27 +29,57 @@ pub enum StartOutcome {
     AlreadyClosed,
 }
 
-/// Why a workflow could not be started.
+/// Where the workflow of a content stands, as [`WorkflowStarter::state`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkflowState {
+    /// A run is running: it owns the content.
+    Running,
+    /// The latest run is closed (completed, failed, terminated, timed out...): nothing fetches
+    /// the content any more.
+    Closed(WorkflowExecutionStatus),
+    /// Temporal never heard of it (or its history was deleted after retention).
+    NotFound,
+}
+
+/// Why a workflow could not be started (or described).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Temporal is down, overloaded or too slow: retry later (do not ack the CDC message).
-    #[error("Temporal is unavailable to start workflow {workflow_id}")]
+    #[error("Temporal is unavailable for workflow {workflow_id}")]
     Unavailable {
         /// The workflow.
         workflow_id: String,
         /// The client's error.
         #[source]
-        source: WorkflowStartError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Anything else (bad namespace, payload conversion...): retrying will not help by itself.
-    #[error("cannot start workflow {workflow_id}")]
-    Other {
+    /// Temporal refused the request and will refuse it again (unknown namespace, invalid
+    /// argument, permission denied, payload conversion...): retrying does not help by itself,
+    /// so the CDC worker dead-letters the message after a few attempts.
+    #[error("Temporal rejected the request for workflow {workflow_id}")]
+    Rejected {
         /// The workflow.
         workflow_id: String,
         /// The client's error.
         #[source]
-        source: WorkflowStartError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl StartError {
+    /// Whether retrying later may succeed on its own.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    fn classify(workflow_id: String, transient: bool, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let source = Box::new(source);
+        if transient {
+            Self::Unavailable { workflow_id, source }
+        } else {
+            Self::Rejected { workflow_id, source }
+        }
+    }
 }
 
 /// Starts `fetchReportContent` workflows on one task queue.
@@ -73,17 +105,72 @@ impl WorkflowStarter {
     /// failed, timed out or was terminated is, so the reconciler can recover its content).
     ///
     /// # Errors
-    /// [`StartError::Unavailable`] for transient gRPC failures, [`StartError::Other`] otherwise.
+    /// [`StartError::Unavailable`] for transient gRPC failures, [`StartError::Rejected`] otherwise.
     #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, content_id = %content.id))]
     pub async fn ensure_started(
         &self,
         tenant_id: TenantId,
         content: &ReportContent,
     ) -> Result<StartOutcome, StartError> {
+        self.start(tenant_id, content, WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+            .await
+    }
+
+    /// Makes sure a run of the content's workflow is running, even if the latest one
+    /// completed: the reconciler's repair of a content left in progress by a closed workflow.
+    ///
+    /// Policies: `UseExisting` (a running run is returned, so there is never more than one
+    /// running per content) and `AllowDuplicate` (any closed run, completed included, is
+    /// followed by a new one). Only the reconciler uses this: a redelivered CDC INSERT must
+    /// not restart a completed fetch, which [`Self::ensure_started`] guarantees.
+    ///
+    /// # Errors
+    /// As [`Self::ensure_started`].
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, content_id = %content.id))]
+    pub async fn ensure_running(
+        &self,
+        tenant_id: TenantId,
+        content: &ReportContent,
+    ) -> Result<StartOutcome, StartError> {
+        self.start(tenant_id, content, WorkflowIdReusePolicy::AllowDuplicate)
+            .await
+    }
+
+    /// Where the content's workflow stands (its latest run).
+    ///
+    /// # Errors
+    /// [`StartError::Unavailable`] for transient gRPC failures, [`StartError::Rejected`] otherwise.
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, content_id = %content_id))]
+    pub async fn state(&self, tenant_id: TenantId, content_id: ReportContentId) -> Result<WorkflowState, StartError> {
+        let workflow_id = workflow_id(tenant_id, content_id);
+        let described = self
+            .client
+            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id.clone())
+            .describe(Default::default())
+            .await;
+        match described {
+            Ok(description) => Ok(match description.status() {
+                WorkflowExecutionStatus::Running => WorkflowState::Running,
+                closed => WorkflowState::Closed(closed),
+            }),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(WorkflowState::NotFound),
+            Err(source) => {
+                let transient = matches!(&source, WorkflowInteractionError::Rpc(status) if is_transient_status(status));
+                Err(StartError::classify(workflow_id, transient, source))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        tenant_id: TenantId,
+        content: &ReportContent,
+        reuse: WorkflowIdReusePolicy,
+    ) -> Result<StartOutcome, StartError> {
         let workflow_id = workflow_id(tenant_id, content.id);
         let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+            .id_reuse_policy(reuse)
             .build();
         let input = FetchReportContentInput {
             tenant_id,
@@ -98,17 +185,31 @@ impl WorkflowStarter {
                 run_id: handle.run_id().unwrap_or_default().to_owned(),
             }),
             Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::AlreadyClosed),
-            Err(source) if is_transient(&source) => Err(StartError::Unavailable { workflow_id, source }),
-            Err(source) => Err(StartError::Other { workflow_id, source }),
+            Err(source) => {
+                let transient = is_transient(&source);
+                Err(StartError::classify(workflow_id, transient, source))
+            }
         }
     }
 }
 
 fn is_transient(error: &WorkflowStartError) -> bool {
+    matches!(error, WorkflowStartError::Rpc(status) if is_transient_status(status))
+}
+
+/// The gRPC codes of a server that is down, overloaded, too slow or whose connection broke
+/// (tonic reports a broken transport as `Unknown` or `Cancelled`). Every other code is a
+/// refusal that will repeat: `NotFound` (namespace), `InvalidArgument`, `PermissionDenied`,
+/// `Unauthenticated`, `FailedPrecondition`, `Unimplemented`, `Internal`...
+fn is_transient_status(status: &Status) -> bool {
     matches!(
-        error,
-        WorkflowStartError::Rpc(status)
-            if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted)
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
     )
 }
 
@@ -139,5 +240,21 @@ mod tests {
         ))));
         assert!(!is_transient(&WorkflowStartError::Rpc(Status::not_found("namespace"))));
         assert!(!is_transient(&WorkflowStartError::Rpc(Status::invalid_argument("bad"))));
+        assert!(!is_transient(&WorkflowStartError::Rpc(Status::permission_denied("no"))));
+    }
+
+    #[test]
+    fn a_refused_start_is_rejected_and_an_unreachable_server_is_unavailable() {
+        // Arrange
+        let refused = WorkflowStartError::Rpc(Status::not_found("namespace lqdty not found"));
+        let down = WorkflowStartError::Rpc(Status::unavailable("connection refused"));
+
+        // Act
+        let refused = StartError::classify("w".to_owned(), is_transient(&refused), refused);
+        let down = StartError::classify("w".to_owned(), is_transient(&down), down);
+
+        // Assert
+        assert!(matches!(refused, StartError::Rejected { .. }) && !refused.is_transient());
+        assert!(matches!(down, StartError::Unavailable { .. }) && down.is_transient());
     }
 }

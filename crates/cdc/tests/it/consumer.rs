@@ -1,10 +1,12 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use google_cloud_pubsub::client::{Subscriber, SubscriptionAdmin};
 use google_cloud_pubsub::model::Message;
 use liquidity_cdc::consumer::{ConsumerSettings, run_consumer};
 use liquidity_cdc::pubsub::{self, PubSubSettings};
+use liquidity_core::reports;
 use liquidity_test_support::wait_until;
+use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{event, harness};
@@ -53,6 +55,7 @@ async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
         pubsub.clone(),
         ConsumerSettings {
             max_in_flight: 8,
+            max_parked: 100,
             drain_timeout: Duration::from_secs(5),
         },
         h.deps.clone(),
@@ -92,6 +95,159 @@ async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
         "{:?}",
         message.attributes
     );
+
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+/// Publish -> workflow start latency of each content, from Temporal's start times.
+async fn start_latencies(
+    h: &crate::helpers::Harness,
+    published: &[(liquidity_core::reports::ReportContent, SystemTime)],
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for (content, at) in published {
+        let started = h.workflow_started_at(0, content).await.expect("workflow started");
+        latencies.push(started.duration_since(*at).unwrap_or_default());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p).div_ceil(100).saturating_sub(1)]
+}
+
+/// Publishes one INSERT per new report of tenant 1 and waits until every workflow started.
+async fn t1_inserts_started(
+    h: &crate::helpers::Harness,
+    publisher: &google_cloud_pubsub::client::Publisher,
+    count: usize,
+    within: Duration,
+    what: &str,
+) -> Vec<Duration> {
+    let mut published = Vec::new();
+    for _ in 0..count {
+        let (_, contents) = h.report(0).await;
+        let insert = event(h.tenant(0), "report_contents", "c", None, Some(&contents[0]));
+        let at = SystemTime::now();
+        publisher.publish(Message::new().set_data(insert)).await.unwrap();
+        published.push((contents[0].clone(), at));
+    }
+    wait_until(within, what, || async {
+        for (content, _) in &published {
+            if h.workflow_started_at(0, content).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    start_latencies(h, &published).await
+}
+
+async fn set_allow_connections(database: &str, allow: bool) {
+    let mut admin = PgConnection::connect(&liquidity_test_support::admin_url())
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS {allow}"#
+        )))
+        .await
+        .unwrap();
+    if !allow {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(database)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_whose_database_is_down_does_not_delay_the_other_tenants_events() {
+    // Arrange: a consumer with 8 permits; tenant 2 has 200 reports whose contents all
+    // completed, whose UPDATE events (each finishes its report in tenant 2's database) are
+    // about to arrive
+    let h = harness().await;
+    let pubsub = settings();
+    pubsub::ensure_topology(&pubsub).await.unwrap();
+    let publisher = pubsub::publisher(&pubsub, &pubsub.topic).await.unwrap();
+    let t2_pool = h.deps.registry.pool(h.tenant(1)).await.unwrap();
+    let mut t2_reports = Vec::new();
+    let mut t2_events = Vec::new();
+    for _ in 0..200 {
+        let (report_id, contents) = h.report(1).await;
+        for content in &contents {
+            reports::complete_content(t2_pool, content.id, "{}").await.unwrap();
+        }
+        let after = h.content(1, &contents[0]).await;
+        t2_events.push(event(
+            h.tenant(1),
+            "report_contents",
+            "u",
+            Some(&contents[0]),
+            Some(&after),
+        ));
+        t2_reports.push(report_id);
+    }
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        pubsub.clone(),
+        ConsumerSettings {
+            max_in_flight: 8,
+            max_parked: 1000,
+            drain_timeout: Duration::from_secs(5),
+        },
+        h.deps.clone(),
+        shutdown.clone(),
+    ));
+    let baseline = t1_inserts_started(&h, &publisher, 30, Duration::from_secs(30), "the baseline t1 workflows").await;
+
+    // Act: tenant 2's database refuses connections, its 200 events arrive, then 30 of tenant 1
+    set_allow_connections(&h.dbs.tenants[1].database, false).await;
+    let published: Vec<_> = t2_events
+        .into_iter()
+        .map(|data| publisher.publish(Message::new().set_data(data)))
+        .collect();
+    for sent in published {
+        sent.await.unwrap();
+    }
+    let during_outage = t1_inserts_started(
+        &h,
+        &publisher,
+        30,
+        Duration::from_secs(10),
+        "tenant 1's workflows while tenant 2 is down",
+    )
+    .await;
+    set_allow_connections(&h.dbs.tenants[1].database, true).await;
+
+    // Assert: tenant 1 kept its latency (a consumer whose permits sleep in tenant 2's backoff
+    // takes minutes here), and tenant 2 drains once its database is back
+    eprintln!(
+        "t1 publish -> workflow start, 30 events: baseline p50 {:?} p95 {:?}; with t2's database down and 200 of its events pending p50 {:?} p95 {:?}",
+        percentile(&baseline, 50),
+        percentile(&baseline, 95),
+        percentile(&during_outage, 50),
+        percentile(&during_outage, 95),
+    );
+    assert!(
+        percentile(&during_outage, 95) < Duration::from_secs(2),
+        "t1 p95 {:?} with t2 down",
+        percentile(&during_outage, 95)
+    );
+    wait_until(Duration::from_secs(90), "tenant 2's 200 reports to finish", || async {
+        let finished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM report WHERE id = ANY($1) AND finished_at IS NOT NULL")
+                .bind(&t2_reports)
+                .fetch_one(t2_pool)
+                .await
+                .unwrap_or(0);
+        finished == 200
+    })
+    .await;
 
     shutdown.cancel();
     consumer.await.unwrap().unwrap();

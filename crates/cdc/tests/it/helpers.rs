@@ -6,6 +6,7 @@ use liquidity_core::reports::{self, REPORT_SOURCES, ReportContent};
 use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
 use liquidity_core::{ReportId, TenantId, UserId};
 use liquidity_test_support::TestDatabases;
+use liquidity_workflows::starter::WorkflowState;
 use liquidity_workflows::{TemporalSettings, WorkflowStarter};
 use serde_json::{Value, json};
 
@@ -65,6 +66,23 @@ impl Harness {
             .describe(Default::default())
             .await
             .is_ok()
+    }
+
+    /// When Temporal started the latest run of the content's workflow; `None` before it exists.
+    pub async fn workflow_started_at(&self, index: usize, content: &ReportContent) -> Option<std::time::SystemTime> {
+        let client = liquidity_workflows::connect(&self.temporal).await.unwrap();
+        let id = liquidity_workflows::workflow_id(self.tenant(index), content.id);
+        client
+            .get_workflow_handle::<liquidity_workflows::FetchReportContentWorkflow>(id)
+            .describe(Default::default())
+            .await
+            .ok()
+            .and_then(|description| description.start_time())
+    }
+
+    /// Where the content's workflow stands.
+    pub async fn workflow_state(&self, index: usize, content: &ReportContent) -> WorkflowState {
+        self.deps.starter.state(self.tenant(index), content.id).await.unwrap()
     }
 
     pub async fn content(&self, index: usize, content: &ReportContent) -> ReportContent {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use liquidity_cdc::CdcDeps;
 use liquidity_cdc::consumer::{ConsumerSettings, run_consumer};
 use liquidity_cdc::pubsub::PubSubSettings;
-use liquidity_cdc::reconciler::{ReconcilerSettings, run_reconciler};
+use liquidity_cdc::reconciler::{Reconciler, ReconcilerSettings};
 use liquidity_workflows::WorkflowStarter;
 
 use super::workflow_worker::TemporalArgs;
@@ -22,22 +22,101 @@ pub struct CdcWorkerArgs {
     pub temporal: TemporalArgs,
     #[command(flatten)]
     pub pubsub: PubSubArgs,
-    /// Messages handled at once by this replica.
+    /// Messages handled at once by this replica. 1..=10000.
     #[arg(long, env = "CDC_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
-    /// On SIGTERM, how long in-flight messages may take to finish.
+    /// Messages of tenants in backoff (their database or Temporal failing) held by this replica
+    /// without taking a CDC_MAX_IN_FLIGHT slot; past it they are nacked and redelivered.
+    /// 1..=100000.
+    #[arg(long, env = "CDC_MAX_PARKED", default_value_t = 1000)]
+    pub max_parked: usize,
+    /// On SIGTERM, how long in-flight messages may take to finish. More than zero, at most 1h.
     #[arg(long, env = "CDC_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
-    /// Time between reconciliation passes.
+    /// Time between reconciliation passes. At least 1s, at most 24h.
     #[arg(long, env = "RECONCILE_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub reconcile_interval: Duration,
-    /// An in-progress content no workflow checked for this long gets its workflow (re)started.
-    /// Must exceed the workflow worker's POLL_INTERVAL.
+    /// An in-progress content no workflow checked for this long gets its workflow started
+    /// again if none is running. Must exceed the workflow worker's POLL_INTERVAL. At least 1s,
+    /// at most 24h.
     #[arg(long, env = "RECONCILE_STALE_AFTER", value_parser = humantime::parse_duration, default_value = "60s")]
     pub reconcile_stale_after: Duration,
-    /// Most rows per tenant looked at by one reconciliation pass.
+    /// Most rows per tenant and kind looked at by one reconciliation pass. 1..=100000.
     #[arg(long, env = "RECONCILE_BATCH", default_value_t = 500)]
     pub reconcile_batch: i64,
+    /// A content still in progress this long after its creation is failed by the reconciler,
+    /// even if no workflow is alive. The workflow worker's own SOURCE_DEADLINE: set both the
+    /// same. At least 1s, less than 24h.
+    #[arg(long, env = "SOURCE_DEADLINE", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub source_deadline: Duration,
+}
+
+/// The CDC worker's validated settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CdcWorkerSettings {
+    /// The consumer's.
+    pub consumer: ConsumerSettings,
+    /// The reconciler's.
+    pub reconciler: ReconcilerSettings,
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl CdcWorkerArgs {
+    /// Every count, size and interval, checked: `0` would stall the consumer
+    /// (`CDC_MAX_IN_FLIGHT`) or panic the reconciler (`RECONCILE_INTERVAL`).
+    ///
+    /// # Errors
+    /// The first refused setting, named by its variable, with what it must be.
+    pub fn settings(&self) -> anyhow::Result<CdcWorkerSettings> {
+        check_count("CDC_MAX_IN_FLIGHT", self.max_in_flight, 1..=10_000)?;
+        check_count("CDC_MAX_PARKED", self.max_parked, 1..=100_000)?;
+        check_count("RECONCILE_BATCH", self.reconcile_batch, 1..=100_000)?;
+        check_duration("CDC_DRAIN_TIMEOUT", self.drain_timeout, Duration::from_millis(1), HOUR)?;
+        check_duration("RECONCILE_INTERVAL", self.reconcile_interval, SECOND, DAY)?;
+        check_duration("RECONCILE_STALE_AFTER", self.reconcile_stale_after, SECOND, DAY)?;
+        check_duration("SOURCE_DEADLINE", self.source_deadline, SECOND, DAY - SECOND)?;
+        Ok(CdcWorkerSettings {
+            consumer: ConsumerSettings {
+                max_in_flight: self.max_in_flight,
+                max_parked: self.max_parked,
+                drain_timeout: self.drain_timeout,
+            },
+            reconciler: ReconcilerSettings {
+                interval: self.reconcile_interval,
+                stale_after: self.reconcile_stale_after,
+                deadline: self.source_deadline,
+                batch: self.reconcile_batch,
+            },
+        })
+    }
+}
+
+fn check_count<T: PartialOrd + std::fmt::Display>(
+    variable: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        range.contains(&value),
+        "{variable}={value} is refused: it must be {}..={}",
+        range.start(),
+        range.end()
+    );
+    Ok(())
+}
+
+fn check_duration(variable: &str, value: Duration, min: Duration, max: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (min..=max).contains(&value),
+        "{variable}={} is refused: it must be {}..={}",
+        humantime::format_duration(value),
+        humantime::format_duration(min),
+        humantime::format_duration(max)
+    );
+    Ok(())
 }
 
 /// Where Pub/Sub is.
@@ -78,38 +157,93 @@ impl PubSubArgs {
 }
 
 pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
     let registry = args.tenancy.registry()?;
     let temporal = args.temporal.settings()?;
-    let client = liquidity_workflows::connect(&temporal)
-        .await
-        .context("TEMPORAL_ADDRESS unreachable")?;
+    let shutdown = super::shutdown_token();
+    // Temporal may still be booting (or restarting): wait for it, logging, instead of exiting.
+    let Some(client) = liquidity_workflows::connect_waiting(&temporal, &shutdown).await else {
+        tracing::info!("shut down while waiting for Temporal");
+        registry.close().await;
+        return Ok(());
+    };
     let deps = Arc::new(CdcDeps {
         registry: registry.clone(),
         starter: WorkflowStarter::new(client, temporal.task_queue),
     });
-    let shutdown = super::shutdown_token();
-    let reconciler = tokio::spawn(run_reconciler(
-        deps.clone(),
-        ReconcilerSettings {
-            interval: args.reconcile_interval,
-            stale_after: args.reconcile_stale_after,
-            batch: args.reconcile_batch,
-        },
-        shutdown.clone(),
-    ));
-    let consumed = run_consumer(
-        args.pubsub.settings(),
-        ConsumerSettings {
-            max_in_flight: args.max_in_flight,
-            drain_timeout: args.drain_timeout,
-        },
-        deps,
-        shutdown.clone(),
-    )
-    .await;
+    let reconciler = tokio::spawn(Reconciler::new(deps.clone(), settings.reconciler).run(shutdown.clone()));
+    let consumed = run_consumer(args.pubsub.settings(), settings.consumer, deps, shutdown.clone()).await;
     // The consumer only returns early on a fatal error: stop the reconciler too.
     shutdown.cancel();
     reconciler.await.context("reconciler task failed")?;
     registry.close().await;
     consumed
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CdcWorkerArgs,
+    }
+
+    fn settings(extra: &[&str]) -> anyhow::Result<CdcWorkerSettings> {
+        let base = ["liquidity", "--tenants-config", "[]"];
+        Cli::try_parse_from(base.iter().chain(extra))?.args.settings()
+    }
+
+    fn refusal(extra: &[&str]) -> String {
+        format!("{:#}", settings(extra).expect_err("refused"))
+    }
+
+    #[test]
+    fn the_defaults_are_accepted() {
+        // Act
+        let settings = settings(&[]).unwrap();
+
+        // Assert
+        assert_eq!(settings.consumer.max_in_flight, 64);
+        assert_eq!(settings.consumer.max_parked, 1000);
+        assert_eq!(settings.reconciler.deadline, HOUR);
+        assert_eq!(settings.reconciler.interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_zero_count_is_refused_naming_its_variable() {
+        assert!(refusal(&["--max-in-flight", "0"]).starts_with("CDC_MAX_IN_FLIGHT=0 is refused"));
+        assert!(refusal(&["--max-parked", "0"]).starts_with("CDC_MAX_PARKED=0 is refused"));
+        assert!(refusal(&["--reconcile-batch", "0"]).starts_with("RECONCILE_BATCH=0 is refused"));
+        assert!(refusal(&["--reconcile-batch=-5"]).starts_with("RECONCILE_BATCH=-5 is refused"));
+    }
+
+    #[test]
+    fn a_zero_or_huge_interval_is_refused_naming_its_variable() {
+        assert!(refusal(&["--reconcile-interval", "0s"]).starts_with("RECONCILE_INTERVAL=0s is refused"));
+        assert!(refusal(&["--reconcile-stale-after", "0s"]).starts_with("RECONCILE_STALE_AFTER=0s is refused"));
+        assert!(refusal(&["--drain-timeout", "0s"]).starts_with("CDC_DRAIN_TIMEOUT=0s is refused"));
+        assert!(refusal(&["--source-deadline", "24h"]).starts_with("SOURCE_DEADLINE=1day is refused"));
+        assert!(refusal(&["--reconcile-interval", "2days"]).starts_with("RECONCILE_INTERVAL=2days is refused"));
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let settings = settings(&[
+            "--max-in-flight",
+            "1",
+            "--max-parked",
+            "100000",
+            "--reconcile-interval",
+            "1s",
+            "--source-deadline",
+            "23h 59m 59s",
+        ])
+        .unwrap();
+        assert_eq!(settings.consumer.max_in_flight, 1);
+        assert_eq!(settings.reconciler.interval, SECOND);
+    }
 }

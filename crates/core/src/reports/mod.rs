@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use repo::{
-    complete_content, create_report, fail_content, find_content, find_report, finish_report_if_done, list_contents,
-    report_progress, stale_in_progress_contents, touch_content, unfinished_done_reports,
+    complete_content, create_report, fail_content, find_content, find_report, finish_report_if_done,
+    in_progress_contents_past_deadline, list_contents, report_progress, stale_in_progress_contents,
+    stale_in_progress_contents_page, touch_content, unfinished_done_reports,
 };
 
 use crate::ids::{ReportContentId, ReportId, TenantId, UserId};

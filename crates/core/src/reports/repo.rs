@@ -239,3 +239,51 @@ pub async fn unfinished_done_reports(db: impl PgExecutor<'_>, limit: i64) -> Res
     .fetch_all(db)
     .await
 }
+
+/// In-progress contents that no workflow has checked for `idle_for`, by id after `after`
+/// (exclusive; `None` = from the start), at most `limit`: one page of a keyset walk over the
+/// whole stale set. Unlike [`stale_in_progress_contents`] (oldest first), a walk by id reaches
+/// every stale row in turn, so rows that stay stale (their repair fails) cannot starve newer
+/// ones.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all)]
+pub async fn stale_in_progress_contents_page(
+    db: impl PgExecutor<'_>,
+    idle_for: Duration,
+    after: Option<ReportContentId>,
+    limit: i64,
+) -> Result<Vec<ReportContent>, sqlx::Error> {
+    sqlx::query_as::<_, ReportContent>(select_contents!(
+        "WHERE status = 'in_progress' AND last_run_at < now() - make_interval(secs => $1)
+           AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(idle_for.as_secs_f64())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// In-progress contents created more than `deadline` ago: past the fetch deadline, whether a
+/// workflow is alive or not. Oldest first, at most `limit`.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all)]
+pub async fn in_progress_contents_past_deadline(
+    db: impl PgExecutor<'_>,
+    deadline: Duration,
+    limit: i64,
+) -> Result<Vec<ReportContent>, sqlx::Error> {
+    sqlx::query_as::<_, ReportContent>(select_contents!(
+        "WHERE status = 'in_progress' AND created_at < now() - make_interval(secs => $1)
+         ORDER BY created_at LIMIT $2"
+    ))
+    .bind(deadline.as_secs_f64())
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
