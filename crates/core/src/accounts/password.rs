@@ -1,20 +1,26 @@
 //! argon2id password hashing, off the async executor and bounded.
 //!
-//! Every hash holds [`MEMORY_KIB`] of memory and a blocking thread for ~20 ms. Without a bound,
-//! N concurrent logins hold N x 19 MiB and up to 512 blocking threads, and glibc keeps the freed
-//! arenas afterwards: a spike of ordinary logins could exhaust the process. So at most
-//! [`HashLimits::concurrency`] hashes run at once, and a caller that cannot get a slot within
-//! [`HashLimits::queue_timeout`] is told [`HashError::Busy`] at once instead of queueing without
-//! bound. The slot is held by the blocking task itself, so a request that is cut off (timeout,
-//! disconnect) still counts until its hash really ends.
+//! Every hash holds [`MEMORY_KIB`] of memory and a thread for ~20 ms. Without a bound, N
+//! concurrent logins hold N x 19 MiB and up to 512 blocking threads, and glibc keeps the freed
+//! memory afterwards: a spike of ordinary logins could exhaust the process. So:
+//! - at most [`HashLimits::concurrency`] hashes run at once, and a caller that cannot get a slot
+//!   within [`HashLimits::queue_timeout`] is told [`HashError::Busy`] at once instead of queueing
+//!   without bound. The slot is held by the hash itself, so a request that is cut off (timeout,
+//!   disconnect) still counts until its hash really ends;
+//! - hashes run on that many dedicated, long-lived threads, not on tokio's blocking pool. glibc
+//!   gives each new thread its own malloc arena and keeps a 19 MiB block in each after it is
+//!   freed; the blocking pool retires idle threads and spawns new ones, so under a long flood
+//!   the arenas, and the memory, grew to one per thread ever spawned (779 MiB peak with 2 slots
+//!   in the login-flood benchmark). Fixed threads reuse their own arena's block.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's first recommended argon2id configuration: 19 MiB of memory, 2 passes, 1 lane.
 /// About 15-20 ms of CPU per hash on our 2-core machines (see the README's benchmarks).
@@ -62,7 +68,12 @@ pub struct PasswordHasher {
     dummy_hash: Arc<str>,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
+    /// Jobs for the hashing threads; they exit when the last hasher clone is dropped.
+    jobs: SyncSender<Job>,
 }
+
+/// One hash, with the result channel and the slot it holds.
+type Job = Box<dyn FnOnce() + Send>;
 
 impl PasswordHasher {
     /// A hasher with OWASP parameters and these limits. Computes the dummy hash once (one hash
@@ -74,11 +85,23 @@ impl PasswordHasher {
         let params = Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|e| HashError::Failed(e.to_string()))?;
         let dummy_password = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hash_with(&params, dummy_password.as_bytes())?;
+        let concurrency = limits.concurrency.max(1);
+        // Never more jobs than threads: a job is sent only by the holder of a slot.
+        let (jobs, queue) = sync_channel::<Job>(concurrency);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..concurrency {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || run_jobs(&queue))
+                .map_err(|e| HashError::Failed(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(Self {
             params,
             dummy_hash: dummy_hash.into(),
-            slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            slots: Arc::new(Semaphore::new(concurrency)),
             queue_timeout: limits.queue_timeout,
+            jobs,
         })
     }
 
@@ -110,7 +133,7 @@ impl PasswordHasher {
         Ok(known_user && matches)
     }
 
-    /// Waits up to the queue timeout for a slot, then runs `work` on the blocking pool holding
+    /// Waits up to the queue timeout for a slot, then runs `work` on a hashing thread holding
     /// it, in the caller's span.
     async fn run_bounded<R: Send + 'static>(
         &self,
@@ -118,13 +141,18 @@ impl PasswordHasher {
     ) -> Result<R, HashError> {
         let permit = self.acquire().await?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
             // Moved in: released when the hash ends, even if the caller has gone.
             let _permit: OwnedSemaphorePermit = permit;
-            span.in_scope(work)
-        })
-        .await
-        .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))?
+            let _ = done.send(span.in_scope(work));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| HashError::Failed("the hashing threads are gone".into()))?;
+        result
+            .await
+            .map_err(|_| HashError::Failed("a hashing thread died".into()))?
     }
 
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
@@ -135,6 +163,21 @@ impl PasswordHasher {
                 tracing::warn!(queue_timeout = ?self.queue_timeout, "password hashing saturated: request refused");
                 Err(HashError::Busy(self.queue_timeout))
             }
+        }
+    }
+}
+
+/// The loop of one hashing thread: runs jobs until every sender is gone.
+fn run_jobs(queue: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while hashing.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
         }
     }
 }
@@ -199,6 +242,29 @@ mod tests {
         // Assert
         assert!(matches!(refused, Err(HashError::Busy(_))), "{refused:?}");
         assert!(admitted.is_ok(), "{admitted:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_on_as_many_dedicated_threads_as_slots() {
+        // Arrange
+        let hasher = PasswordHasher::new(HashLimits {
+            concurrency: 2,
+            queue_timeout: Duration::from_secs(30),
+        })
+        .unwrap();
+
+        // Act: twenty hashes at once, each saying which thread ran it
+        let threads = futures::future::join_all(
+            (0..20).map(|_| hasher.run_bounded(|| Ok(std::thread::current().name().map(str::to_owned)))),
+        )
+        .await;
+
+        // Assert
+        let mut names: Vec<String> = threads.into_iter().map(|t| t.unwrap().unwrap()).collect();
+        names.sort();
+        names.dedup();
+        assert!(names.iter().all(|n| n.starts_with("argon2-")), "{names:?}");
+        assert!(names.len() <= 2, "{names:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

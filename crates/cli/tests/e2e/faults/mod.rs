@@ -330,7 +330,17 @@ async fn an_insert_delivered_after_its_completion_update_starts_nothing_new() {
     let tap = Tap::on(&world, TOPIC).await;
     let acknowledged = one_each(&world, &users).await;
     assert_invariants(&world, &acknowledged, Duration::from_secs(60)).await;
-    let inserts: Vec<Message> = tap.pull().await.into_iter().filter(|m| m.json()["op"] == "c").collect();
+    let mut inserts: Vec<Message> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while inserts.len() < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} INSERT events seen, 9 expected",
+            inserts.len()
+        );
+        inserts.extend(tap.pull().await.into_iter().filter(|m| m.json()["op"] == "c"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(inserts.len(), 9, "one INSERT per content");
 
     // Act: the INSERTs again, after the completions; then a marker report behind them
