@@ -252,3 +252,86 @@ async fn a_tenant_whose_database_is_down_does_not_delay_the_other_tenants_events
     shutdown.cancel();
     consumer.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_start_temporal_keeps_refusing_is_dead_lettered_with_its_reason_after_bounded_attempts() {
+    // Arrange: a consumer whose starter targets a namespace Temporal does not have, and a
+    // subscription on the dead-letter topic to observe it
+    let h = harness().await;
+    let pubsub = settings();
+    pubsub::ensure_topology(&pubsub).await.unwrap();
+    let endpoint = format!("http://{}", pubsub.emulator_host.as_deref().unwrap());
+    let anonymous = || google_cloud_auth::credentials::anonymous::Builder::new().build();
+    let dlq_subscription = format!(
+        "projects/{}/subscriptions/dlq-{}",
+        pubsub.project,
+        uuid::Uuid::new_v4().simple()
+    );
+    SubscriptionAdmin::builder()
+        .with_endpoint(&endpoint)
+        .with_credentials(anonymous())
+        .build()
+        .await
+        .unwrap()
+        .create_subscription()
+        .set_name(&dlq_subscription)
+        .set_topic(pubsub.topic_path(&pubsub.dead_letter_topic))
+        .send()
+        .await
+        .unwrap();
+    let missing = liquidity_workflows::TemporalSettings {
+        namespace: format!("lqdty-missing-{}", uuid::Uuid::new_v4().simple()),
+        ..h.temporal.clone()
+    };
+    let deps = std::sync::Arc::new(liquidity_cdc::CdcDeps {
+        registry: h.deps.registry.clone(),
+        starter: liquidity_workflows::WorkflowStarter::new(
+            liquidity_workflows::connect(&missing).await.unwrap(),
+            missing.task_queue.clone(),
+        ),
+    });
+    let (_, contents) = h.report(0).await;
+    let publisher = pubsub::publisher(&pubsub, &pubsub.topic).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        pubsub.clone(),
+        ConsumerSettings {
+            max_in_flight: 8,
+            max_parked: 100,
+            drain_timeout: Duration::from_secs(5),
+        },
+        deps,
+        shutdown.clone(),
+    ));
+
+    // Act
+    let insert = event(h.tenant(0), "report_contents", "c", None, Some(&contents[0]));
+    publisher
+        .publish(Message::new().set_data(insert.clone()))
+        .await
+        .unwrap();
+
+    // Assert: the message arrives on the dead-letter topic with Temporal's refusal
+    let subscriber = Subscriber::builder()
+        .with_endpoint(&endpoint)
+        .with_credentials(anonymous())
+        .build()
+        .await
+        .unwrap();
+    let mut stream = subscriber.subscribe(&dlq_subscription).build();
+    let (message, handler) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("dead-lettered within 30s")
+        .unwrap()
+        .unwrap();
+    handler.ack();
+    assert_eq!(message.data, insert);
+    assert!(
+        message.attributes["dead_letter_reason"].contains("Temporal rejected the start"),
+        "{:?}",
+        message.attributes
+    );
+
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+}

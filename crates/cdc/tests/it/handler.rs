@@ -142,3 +142,26 @@ async fn events_of_unknown_tenants_unknown_tables_or_garbage_are_poison() {
         results[2]
     );
 }
+
+#[tokio::test]
+async fn a_start_that_temporal_refuses_is_rejected_not_transient() {
+    // Arrange: a starter on a namespace Temporal does not have
+    let h = harness().await;
+    let (_, contents) = h.report(0).await;
+    let missing = liquidity_workflows::TemporalSettings {
+        namespace: format!("lqdty-missing-{}", uuid::Uuid::new_v4().simple()),
+        ..h.temporal.clone()
+    };
+    let client = liquidity_workflows::connect(&missing).await.unwrap();
+    let deps = liquidity_cdc::CdcDeps {
+        registry: h.deps.registry.clone(),
+        starter: liquidity_workflows::WorkflowStarter::new(client, missing.task_queue.clone()),
+    };
+    let message = event(h.tenant(0), "report_contents", "c", None, Some(&contents[0]));
+
+    // Act
+    let result = handle_message(&deps, &message, &no_attributes()).await;
+
+    // Assert
+    assert!(matches!(result, Err(CdcError::Rejected(_))), "{result:?}");
+}
