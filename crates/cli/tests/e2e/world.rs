@@ -345,7 +345,7 @@ impl World {
             .filter_map(|name| std::fs::read_to_string(self.dir.join(format!("{name}.log"))).ok())
             .flat_map(|log| {
                 log.lines()
-                    .filter(|line| line.contains("reconciliation pass repaired work"))
+                    .filter(|line| line.contains("the reconciler repaired work the CDC path missed"))
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })

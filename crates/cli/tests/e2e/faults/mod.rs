@@ -391,6 +391,107 @@ async fn two_cdc_workers_racing_the_finish_set_each_finished_at_once() {
     assert_cdc_recovered(&world);
 }
 
+/// A report whose `source` content failed, the others completed, with a reason containing
+/// `reason`.
+async fn assert_failed_source(world: &World, ack: &Acknowledged, source: &str, reason: &str) {
+    let report = world.report(&ack.token, &ack.report).await;
+    assert_eq!(report["status"], "failed", "{report}");
+    for content in report["contents"].as_array().unwrap() {
+        if content["source"] == source {
+            assert_eq!(content["status"], "failed", "{content}");
+            let data = content["data"].as_str().unwrap_or_default();
+            assert!(data.contains(reason), "reason {data:?} should mention {reason:?}");
+        } else {
+            assert_eq!(content["status"], "completed", "{content}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_source_answer_fails_its_content_with_the_reason() {
+    // Arrange: source_2's documents are 2 MB, above SOURCE_MAX_BODY (1 MiB); two bad answers
+    let world = World::start(Options {
+        simulator: json!({ "source_2": { "documentPadding": 2_000_000 } }),
+        workflow_env: vec![("SOURCE_MAX_BAD_ANSWERS", "2".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let users = users(&world).await;
+
+    // Act
+    let acknowledged = one_each(&world, &users).await;
+
+    // Assert
+    assert_invariants(&world, &acknowledged, Duration::from_secs(90)).await;
+    for ack in &acknowledged {
+        assert_failed_source(&world, ack, "source_2", "SOURCE_MAX_BODY").await;
+    }
+    assert_cdc_recovered(&world);
+}
+
+#[tokio::test]
+async fn a_redirecting_source_is_not_followed_and_its_content_fails_saying_so() {
+    // Arrange: source_3 answers every job request with a 307 elsewhere
+    let world = World::start(Options {
+        simulator: json!({ "source_3": { "redirectTo": "http://127.0.0.1:9" } }),
+        workflow_env: vec![("SOURCE_MAX_BAD_ANSWERS", "2".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let users = users(&world).await;
+
+    // Act
+    let acknowledged = one_each(&world, &users).await;
+
+    // Assert
+    assert_invariants(&world, &acknowledged, Duration::from_secs(90)).await;
+    for ack in &acknowledged {
+        assert_failed_source(&world, ack, "source_3", "redirect").await;
+    }
+    assert_cdc_recovered(&world);
+}
+
+#[tokio::test]
+async fn a_content_whose_workflow_was_closed_is_restarted_by_the_reconciler() {
+    // Arrange: this scenario needs the safety net: a closed workflow never writes its row again
+    let world = World::start(Options {
+        reconciler: true,
+        ..slow_sources()
+    })
+    .await;
+    let users = users(&world).await;
+    let acknowledged = one_each(&world, &users).await;
+    wait_polling(&world, &acknowledged).await;
+
+    // Act: terminate the workflow of one content of t1 (Temporal data loss, an operator...)
+    let report = world.report(&acknowledged[0].token, &acknowledged[0].report).await;
+    let content = report["contents"][0]["id"].as_str().unwrap().parse().unwrap();
+    let workflow = liquidity_workflows::workflow_id(world.dbs.tenants[0].id, content);
+    world
+        .temporal_client()
+        .await
+        .get_workflow_handle::<liquidity_workflows::FetchReportContentWorkflow>(workflow.clone())
+        .terminate(
+            temporalio_client::WorkflowTerminateOptions::builder()
+                .reason("fault suite".to_owned())
+                .build(),
+        )
+        .await
+        .unwrap();
+
+    // Assert: the content completes through a second run, and the reconciler says it did it
+    assert_invariants(&world, &acknowledged, Duration::from_secs(120)).await;
+    assert_eq!(
+        world.workflow_runs(&workflow).await,
+        2,
+        "{workflow}: the terminated run and the restarted one"
+    );
+    assert!(
+        !world.reconciler_repairs().is_empty(),
+        "the reconciler logged no repair"
+    );
+}
+
 /// `scripts/stack.sh ARGS` on the test stack: the supervisor's `kill` and `pg-restart`, which
 /// return once the service answers again.
 fn stack(args: &[&str]) {
