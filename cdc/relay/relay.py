@@ -44,7 +44,9 @@ Environment (defaults in brackets):
   RELAY_CREATE_TOPIC    1 = create the topic when a publish gets NotFound (the emulator forgets topics
                         on restart; the same for PUBSUB_DLQ_TOPIC). Off by default: a topic without its subscription drops messages,
                         so waiting for `stack.sh up` to recreate both is the lossless choice.  [0]
-  RELAY_SNAPSHOT_MODE   Debezium snapshot.mode          [initial]
+  RELAY_SNAPSHOT_MODE   Debezium snapshot.mode          [when_needed: snapshot on first start, and
+                        again when the stored offset is no longer in the slot (a dropped or
+                        recreated slot), instead of refusing to start]
   RELAY_POLL_MS         Debezium poll.interval.ms       [50] (Debezium default 500 gives ~535 ms p50 latency)
   RELAY_PUBLISH_MAX_LATENCY  Pub/Sub client batch max_latency, seconds [0.001]
   RELAY_JVM_OPTS        extra JVM options               [-Xms64m -Xmx512m]
@@ -211,7 +213,7 @@ class Settings:
             topic=os.environ.get("PUBSUB_TOPIC", "tenant-cdc"),
             dlq_topic=os.environ.get("PUBSUB_DLQ_TOPIC", "tenant-cdc-dlq"),
             create_topic=os.environ.get("RELAY_CREATE_TOPIC", "0") == "1",
-            snapshot_mode=os.environ.get("RELAY_SNAPSHOT_MODE", "initial"),
+            snapshot_mode=os.environ.get("RELAY_SNAPSHOT_MODE", "when_needed"),
             poll_ms=os.environ.get("RELAY_POLL_MS", "50"),
             publish_max_latency=float(os.environ.get("RELAY_PUBLISH_MAX_LATENCY", "0.001")),
             # -Xrs: the in-process JVM must not install SIGTERM/SIGINT handlers, or a SIGTERM shuts

@@ -108,11 +108,14 @@ pub async fn handle_change(deps: &CdcDeps, event: ChangeEvent) -> Result<Outcome
     match event.op {
         Op::Create | Op::Read => {
             let after = event.after.ok_or(PoisonError::MissingAfter(event.op))?;
-            if after.status.is_terminal() {
-                // A snapshot of a content that was already fetched: nothing left to do.
-                return Ok(Outcome::Ignored("content already final"));
+            match (event.op, after.status.is_terminal()) {
+                (_, false) => start_fetch(deps, event.tenant_id, &after).await,
+                // A re-snapshot (after a lost replication slot) replaces the updates made
+                // while nothing was decoded: a final content may be the one that ends its
+                // report. Idempotent: a finished report stays as it is.
+                (Op::Read, true) => finish_report(deps, event.tenant_id, after.report_id).await,
+                (_, true) => Ok(Outcome::Ignored("content already final")),
             }
-            start_fetch(deps, event.tenant_id, &after).await
         }
         Op::Update => {
             let after = event.after.ok_or(PoisonError::MissingAfter(event.op))?;

@@ -1,7 +1,7 @@
 use liquidity_cdc::handler::PoisonError;
 use liquidity_cdc::{CdcError, Outcome, handle_message};
 use liquidity_core::TenantId;
-use liquidity_core::reports::{self, ReportStatus};
+use liquidity_core::reports;
 
 use crate::helpers::{event, harness, no_attributes};
 
@@ -27,13 +27,46 @@ async fn an_insert_starts_one_workflow_and_a_redelivered_insert_finds_the_same_r
 }
 
 #[tokio::test]
-async fn a_snapshot_of_a_final_content_starts_nothing() {
+async fn a_snapshot_of_final_contents_starts_nothing_and_finishes_their_report() {
+    // Arrange: a report whose contents all completed while no change was decoded (a lost
+    // replication slot), then re-snapshotted
     let h = harness().await;
-    let (_, mut contents) = h.report(0).await;
-    contents[0].status = ReportStatus::Completed;
-    let message = event(h.tenant(0), "report_contents", "r", None, Some(&contents[0]));
-    let outcome = handle_message(&h.deps, &message, &no_attributes()).await.unwrap();
-    assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+    let (report_id, contents) = h.report(0).await;
+    let pool = h.deps.registry.pool(h.tenant(0)).await.unwrap();
+    let mut snapshots = Vec::new();
+    for content in &contents {
+        reports::complete_content(pool, content.id, "{}").await.unwrap();
+        snapshots.push(event(
+            h.tenant(0),
+            "report_contents",
+            "r",
+            None,
+            Some(&h.content(0, content).await),
+        ));
+    }
+
+    // Act
+    let mut outcomes = Vec::new();
+    for message in &snapshots {
+        outcomes.push(handle_message(&h.deps, message, &no_attributes()).await.unwrap());
+    }
+
+    // Assert: the first read finished the report, the others found it finished; no workflow
+    assert_eq!(outcomes[0], Outcome::ReportFinished(report_id));
+    assert_eq!(
+        outcomes[1..],
+        [
+            Outcome::ReportNotFinished(report_id),
+            Outcome::ReportNotFinished(report_id)
+        ]
+    );
+    for content in &contents {
+        assert!(
+            !h.workflow_exists(0, content).await,
+            "a workflow was started for {}",
+            content.id
+        );
+    }
 }
 
 #[tokio::test]
