@@ -123,6 +123,7 @@ async fn login_flood() {
         .await;
     let token = world.user(0).await;
     let report_id = world.start_report(&token).await;
+    let registered_peak = proc_status_kib(api, "VmHWM:");
     let idle = probe_report_status(&world, &token, &report_id, Instant::now() + PROBE).await;
 
     let until = Instant::now() + FLOOD;
@@ -138,9 +139,11 @@ async fn login_flood() {
         }
     }));
     let threads = std::sync::atomic::AtomicU64::new(idle_threads);
+    let flood_rss = std::sync::atomic::AtomicU64::new(0);
     let sample = async {
         while Instant::now() < until {
             threads.fetch_max(proc_status_kib(api, "Threads:"), std::sync::atomic::Ordering::Relaxed);
+            flood_rss.fetch_max(proc_status_kib(api, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -154,9 +157,12 @@ async fn login_flood() {
         outcomes.lock().unwrap()
     );
     println!(
-        "login-flood: API RSS idle {} MiB, peak {} MiB (bound: idle + HASH_CONCURRENCY x 19 MiB = {} MiB + margin); threads idle {idle_threads}, peak {}",
+        "login-flood: API RSS idle {} MiB, peak {} MiB (while registering {} MiB, during the flood {} MiB, after {} MiB; bound: idle + HASH_CONCURRENCY x 19 MiB = {} MiB + margin); threads idle {idle_threads}, peak {}",
         idle_rss / 1024,
         peak_rss / 1024,
+        registered_peak / 1024,
+        flood_rss.into_inner() / 1024,
+        proc_status_kib(api, "VmRSS:") / 1024,
         idle_rss / 1024 + hash_mib,
         threads.into_inner(),
     );
