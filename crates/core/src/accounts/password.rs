@@ -7,19 +7,19 @@
 //!   within [`HashLimits::queue_timeout`] is told [`HashError::Busy`] at once instead of queueing
 //!   without bound. The slot is held by the hash itself, so a request that is cut off (timeout,
 //!   disconnect) still counts until its hash really ends;
-//! - hashes run on that many dedicated, long-lived threads, not on tokio's blocking pool. glibc
-//!   gives each new thread its own malloc arena and keeps a 19 MiB block in each after it is
-//!   freed; the blocking pool retires idle threads and spawns new ones, so under a long flood
-//!   the arenas, and the memory, grew to one per thread ever spawned (779 MiB peak with 2 slots
-//!   in the login-flood benchmark). Fixed threads reuse their own arena's block.
+//! - hashes run on that many dedicated, long-lived threads, each with its own argon2 working
+//!   memory allocated once and reused by every hash it runs. Allocating 19 MiB per hash, as
+//!   argon2's convenience API does, let the API grow to 779 MiB in the login-flood benchmark
+//!   on tokio's blocking pool (glibc keeps a block in the arena of every thread the pool ever
+//!   spawned) and still to 410 MiB on two fixed threads (the freed blocks fragment around small
+//!   allocations). With reused memory the hashing costs exactly `concurrency` x 19 MiB.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's first recommended argon2id configuration: 19 MiB of memory, 2 passes, 1 lane.
@@ -72,8 +72,8 @@ pub struct PasswordHasher {
     jobs: SyncSender<Job>,
 }
 
-/// One hash, with the result channel and the slot it holds.
-type Job = Box<dyn FnOnce() + Send>;
+/// One hash, with the result channel and the slot it holds; given the thread's working memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 impl PasswordHasher {
     /// A hasher with OWASP parameters and these limits. Computes the dummy hash once (one hash
@@ -84,16 +84,17 @@ impl PasswordHasher {
     pub fn new(limits: HashLimits) -> Result<Self, HashError> {
         let params = Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|e| HashError::Failed(e.to_string()))?;
         let dummy_password = uuid::Uuid::new_v4().to_string();
-        let dummy_hash = hash_with(&params, dummy_password.as_bytes())?;
+        let dummy_hash = hash_with(&params, &mut Vec::new(), dummy_password.as_bytes())?;
         let concurrency = limits.concurrency.max(1);
         // Never more jobs than threads: a job is sent only by the holder of a slot.
         let (jobs, queue) = sync_channel::<Job>(concurrency);
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..concurrency {
             let queue = queue.clone();
+            let blocks = params.block_count();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || run_jobs(&queue))
+                .spawn(move || run_jobs(&queue, vec![Block::new(); blocks]))
                 .map_err(|e| HashError::Failed(format!("cannot start a hashing thread: {e}")))?;
         }
         Ok(Self {
@@ -111,7 +112,8 @@ impl PasswordHasher {
     /// [`HashError::Busy`] when no slot frees up in time; hashing failures.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let params = self.params.clone();
-        self.run_bounded(move || hash_with(&params, password.as_bytes())).await
+        self.run_bounded(move |memory| hash_with(&params, memory, password.as_bytes()))
+            .await
     }
 
     /// Whether the password matches the stored PHC string. With `None` (no such user) it
@@ -124,11 +126,7 @@ impl PasswordHasher {
         let known_user = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
-            .run_bounded(move || {
-                let parsed = PasswordHash::new(&stored)
-                    .map_err(|e| HashError::Failed(format!("stored hash is not a PHC string: {e}")))?;
-                Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            })
+            .run_bounded(move |memory| verify_with(memory, password.as_bytes(), &stored))
             .await?;
         Ok(known_user && matches)
     }
@@ -137,15 +135,15 @@ impl PasswordHasher {
     /// it, in the caller's span.
     async fn run_bounded<R: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<R, HashError> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<R, HashError> + Send + 'static,
     ) -> Result<R, HashError> {
         let permit = self.acquire().await?;
         let span = tracing::Span::current();
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |memory| {
             // Moved in: released when the hash ends, even if the caller has gone.
             let _permit: OwnedSemaphorePermit = permit;
-            let _ = done.send(span.in_scope(work));
+            let _ = done.send(span.in_scope(|| work(memory)));
         });
         self.jobs
             .send(job)
@@ -167,8 +165,9 @@ impl PasswordHasher {
     }
 }
 
-/// The loop of one hashing thread: runs jobs until every sender is gone.
-fn run_jobs(queue: &Mutex<Receiver<Job>>) {
+/// The loop of one hashing thread: runs jobs, on its own working memory, until every sender
+/// is gone.
+fn run_jobs(queue: &Mutex<Receiver<Job>>, mut memory: Vec<Block>) {
     loop {
         // The lock is held only while waiting for the next job, never while hashing.
         let job = match queue.lock() {
@@ -176,17 +175,69 @@ fn run_jobs(queue: &Mutex<Receiver<Job>>) {
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         match job {
-            Ok(job) => job(),
+            Ok(job) => job(&mut memory),
             Err(_) => return,
         }
     }
 }
 
-fn hash_with(params: &Params, password: &[u8]) -> Result<String, HashError> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password)
-        .map(|hash| hash.to_string())
-        .map_err(|e| HashError::Failed(e.to_string()))
+/// A PHC string of the password with a fresh random salt, computed in `memory`.
+fn hash_with(params: &Params, memory: &mut Vec<Block>, password: &[u8]) -> Result<String, HashError> {
+    let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+    let salt = argon2::password_hash::try_generate_salt().map_err(|e| failed(&e))?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let output = compute(&argon2, params, memory, password, &salt)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| failed(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| failed(&e))?),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether the password matches the stored PHC string, computed in `memory` with the stored
+/// algorithm, version and parameters.
+fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result<bool, HashError> {
+    let invalid = |e: &dyn std::fmt::Display| HashError::Failed(format!("stored hash is not a valid PHC string: {e}"));
+    let phc = PasswordHash::new(stored).map_err(|e| invalid(&e))?;
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return Err(invalid(&"no salt or hash"));
+    };
+    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).map_err(|e| invalid(&e))?;
+    let version = Version::try_from(phc.version.unwrap_or(Version::V0x13.into())).map_err(|e| invalid(&e))?;
+    let params = Params::try_from(&phc).map_err(|e| invalid(&e))?;
+    let computed = compute(
+        &Argon2::new(algorithm, version, params.clone()),
+        &params,
+        memory,
+        password,
+        salt.as_ref(),
+    )?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == *expected)
+}
+
+/// argon2 of the password and salt in `memory`, grown only for stored hashes with larger
+/// parameters than ours.
+fn compute(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    salt: &[u8],
+) -> Result<Output, HashError> {
+    let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    argon2
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        .map_err(|e| failed(&e))?;
+    Output::new(&out).map_err(|e| failed(&e))
 }
 
 #[cfg(test)]
@@ -209,6 +260,26 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(hasher.verify("correct-horse".into(), Some(hash.clone())).await.unwrap());
         assert!(!hasher.verify("wrong-horse".into(), Some(hash)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_of_the_argon2_reference_api_still_verify() {
+        // Arrange: a hash made by argon2's own allocating API, as stored by earlier releases
+        use argon2::password_hash::PasswordHasher as _;
+        let params = Params::new(MEMORY_KIB, PASSES, LANES, None).unwrap();
+        let stored = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"correct-horse")
+            .unwrap()
+            .to_string();
+
+        // Act + Assert
+        assert!(
+            hasher()
+                .verify("correct-horse".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!hasher().verify("wrong-horse".into(), Some(stored)).await.unwrap());
     }
 
     #[tokio::test]
@@ -255,7 +326,7 @@ mod tests {
 
         // Act: twenty hashes at once, each saying which thread ran it
         let threads = futures::future::join_all(
-            (0..20).map(|_| hasher.run_bounded(|| Ok(std::thread::current().name().map(str::to_owned)))),
+            (0..20).map(|_| hasher.run_bounded(|_| Ok(std::thread::current().name().map(str::to_owned)))),
         )
         .await;
 
