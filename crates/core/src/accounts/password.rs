@@ -12,8 +12,15 @@
 //!   argon2's convenience API does, let the API grow to 779 MiB in the login-flood benchmark
 //!   on tokio's blocking pool (glibc keeps a block in the arena of every thread the pool ever
 //!   spawned) and still to 410 MiB on two fixed threads (the freed blocks fragment around small
-//!   allocations). With reused memory the hashing costs exactly `concurrency` x 19 MiB.
+//!   allocations). With reused memory the hashing costs exactly `concurrency` x 19 MiB;
+//! - no more callers wait for a slot than the slots can serve within the queue timeout
+//!   ([`HASH_TIME`] each): the others are told [`HashError::Busy`] at once, instead of holding a
+//!   request in memory for the whole timeout only to be refused at its end;
+//! - hashing threads run at nice 10, a tenth of a normal thread's CPU weight: while every core
+//!   hashes, cheap requests (`reportStatus`...) are still scheduled at once, and idle cores hash
+//!   at full speed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +34,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub const MEMORY_KIB: u32 = 19 * 1024;
 const PASSES: u32 = 2;
 const LANES: u32 = 1;
+
+/// What one hash costs a core here (about 20-25 ms, see the README's benchmarks): sizes the
+/// waiting line, [`HashLimits::queue_timeout`] / `HASH_TIME` callers per slot.
+pub const HASH_TIME: Duration = Duration::from_millis(25);
+
+/// Niceness of the hashing threads (0 normal, 19 lowest).
+const HASHING_NICENESS: i32 = 10;
 
 /// How many hashes may run at once, and how long a caller waits for a slot.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +82,9 @@ pub struct PasswordHasher {
     dummy_hash: Arc<str>,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
+    /// Callers waiting for a slot now, and how many may.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     /// Jobs for the hashing threads; they exit when the last hasher clone is dropped.
     jobs: SyncSender<Job>,
 }
@@ -102,6 +119,8 @@ impl PasswordHasher {
             dummy_hash: dummy_hash.into(),
             slots: Arc::new(Semaphore::new(concurrency)),
             queue_timeout: limits.queue_timeout,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: waiting_line(concurrency, limits.queue_timeout),
             jobs,
         })
     }
@@ -154,7 +173,20 @@ impl PasswordHasher {
     }
 
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
-        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        // Counted while waiting, so that the line never outgrows what the slots can serve.
+        let waiting = WaitingGuard::join(&self.waiting, self.max_waiting).ok_or_else(|| {
+            tracing::warn!(
+                max_waiting = self.max_waiting,
+                "password hashing saturated: request refused at once"
+            );
+            HashError::Busy(self.queue_timeout)
+        })?;
+        let acquired = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        drop(waiting);
+        match acquired {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(HashError::Failed("hash slots closed".into())),
             Err(_elapsed) => {
@@ -165,9 +197,48 @@ impl PasswordHasher {
     }
 }
 
+/// How many callers may wait for `concurrency` slots: as many as they serve within the timeout.
+fn waiting_line(concurrency: usize, queue_timeout: Duration) -> usize {
+    let per_slot = queue_timeout.as_millis() / HASH_TIME.as_millis().max(1);
+    concurrency.saturating_mul(usize::try_from(per_slot).unwrap_or(usize::MAX))
+}
+
+/// One place in the waiting line, given back on drop (also when the caller is cancelled).
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn join(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Lowers the calling (hashing) thread to [`HASHING_NICENESS`]; a failure only costs latency.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    // thread-priority maps 0..=99 onto niceness 19..=-20, truncating: invert it rounding up.
+    let value = u8::try_from(99 - ((HASHING_NICENESS + 20) * 99 + 38) / 39).unwrap_or(0);
+    let priority = ThreadPriorityValue::try_from(value).map(ThreadPriority::Crossplatform);
+    if let Err(e) = priority
+        .map_err(|e| e.to_owned())
+        .and_then(|p| set_current_thread_priority(p).map_err(|e| e.to_string()))
+    {
+        tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
+    }
+}
+
 /// The loop of one hashing thread: runs jobs, on its own working memory, until every sender
 /// is gone.
 fn run_jobs(queue: &Mutex<Receiver<Job>>, mut memory: Vec<Block>) {
+    lower_priority();
     loop {
         // The lock is held only while waiting for the next job, never while hashing.
         let job = match queue.lock() {
@@ -336,6 +407,62 @@ mod tests {
         names.dedup();
         assert!(names.iter().all(|n| n.starts_with("argon2-")), "{names:?}");
         assert!(names.len() <= 2, "{names:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_threads_run_at_a_lower_priority() {
+        // Arrange
+        let hasher = hasher();
+
+        // Act: the hashing thread's niceness, field 19 of /proc/thread-self/stat
+        let nice = hasher
+            .run_bounded(|_| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+                let after_name = stat.rsplit_once(')').unwrap().1;
+                Ok(after_name.split_whitespace().nth(16).unwrap().parse::<i32>().unwrap())
+            })
+            .await
+            .unwrap();
+
+        // Assert
+        assert_eq!(nice, HASHING_NICENESS);
+    }
+
+    #[test]
+    fn the_waiting_line_holds_what_the_slots_serve_within_the_timeout() {
+        assert_eq!(waiting_line(2, Duration::from_secs(2)), 160);
+        assert_eq!(waiting_line(1, Duration::from_millis(10)), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_beyond_the_waiting_line_are_refused_at_once() {
+        // Arrange: one slot, held by the test; a line of 20 (500 ms / 25 ms), all waiting
+        let hasher = PasswordHasher::new(HashLimits {
+            concurrency: 1,
+            queue_timeout: Duration::from_millis(500),
+        })
+        .unwrap();
+        let held = hasher.slots.clone().acquire_owned().await.unwrap();
+        let line: Vec<_> = (0..20)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash("correct-horse".into()).await })
+            })
+            .collect();
+        poll_until(|| hasher.waiting.load(Ordering::Acquire) == 20).await;
+
+        // Act: one more caller
+        let refused = hasher.hash("correct-horse".into()).await;
+
+        // Assert: refused while the line still waits, so it did not wait its timeout (the line,
+        // which started earlier, would have timed out first); the line drains afterwards
+        assert!(matches!(refused, Err(HashError::Busy(_))), "{refused:?}");
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 20);
+        drop(held);
+        for waiter in line {
+            let _ = waiter.await.unwrap();
+        }
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
