@@ -67,7 +67,7 @@ pub enum HashError {
     /// Every slot stayed busy for the whole queue timeout: the caller should retry later.
     #[error("password hashing is saturated: no slot within {0:?}")]
     Busy(Duration),
-    /// argon2 refused its input, a stored hash is not a PHC string, or the blocking pool is gone.
+    /// argon2 refused its input, a stored hash is not a PHC string, or the hashing threads are gone.
     #[error("password hashing failed: {0}")]
     Failed(String),
 }
@@ -108,10 +108,11 @@ impl PasswordHasher {
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..concurrency {
             let queue = queue.clone();
-            let blocks = params.block_count();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || run_jobs(&queue, vec![Block::new(); blocks]))
+                // The working memory is allocated by the thread's first hash, so an idle API
+                // holds none of it.
+                .spawn(move || run_jobs(&queue, Vec::new()))
                 .map_err(|e| HashError::Failed(format!("cannot start a hashing thread: {e}")))?;
         }
         Ok(Self {
@@ -290,8 +291,8 @@ fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result
     Ok(computed == *expected)
 }
 
-/// argon2 of the password and salt in `memory`, grown only for stored hashes with larger
-/// parameters than ours.
+/// argon2 of the password and salt in `memory`, allocated at the thread's first hash and grown
+/// only for stored hashes with larger parameters than ours.
 fn compute(
     argon2: &Argon2<'_>,
     params: &Params,
