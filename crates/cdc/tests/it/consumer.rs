@@ -23,15 +23,11 @@ fn settings() -> PubSubSettings {
     }
 }
 
-#[tokio::test]
-async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
-    // Arrange: topology with a subscription on the dead-letter topic to observe it
-    let h = harness().await;
-    let pubsub = settings();
-    pubsub::ensure_topology(&pubsub).await.unwrap();
+/// A subscription of the test's own on the dead-letter topic, and a subscriber to read it.
+async fn watch_dead_letters(pubsub: &PubSubSettings) -> (Subscriber, String) {
     let endpoint = format!("http://{}", pubsub.emulator_host.as_deref().unwrap());
     let anonymous = || google_cloud_auth::credentials::anonymous::Builder::new().build();
-    let dlq_subscription = format!(
+    let subscription = format!(
         "projects/{}/subscriptions/dlq-{}",
         pubsub.project,
         uuid::Uuid::new_v4().simple()
@@ -43,11 +39,27 @@ async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
         .await
         .unwrap()
         .create_subscription()
-        .set_name(&dlq_subscription)
+        .set_name(&subscription)
         .set_topic(pubsub.topic_path(&pubsub.dead_letter_topic))
         .send()
         .await
         .unwrap();
+    let subscriber = Subscriber::builder()
+        .with_endpoint(&endpoint)
+        .with_credentials(anonymous())
+        .build()
+        .await
+        .unwrap();
+    (subscriber, subscription)
+}
+
+#[tokio::test]
+async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
+    // Arrange: topology with a subscription on the dead-letter topic to observe it
+    let h = harness().await;
+    let pubsub = settings();
+    pubsub::ensure_topology(&pubsub).await.unwrap();
+    let (subscriber, dlq_subscription) = watch_dead_letters(&pubsub).await;
     let (_, contents) = h.report(0).await;
     let publisher = pubsub::publisher(&pubsub, &pubsub.topic).await.unwrap();
     let shutdown = CancellationToken::new();
@@ -76,12 +88,6 @@ async fn the_consumer_acts_on_pubsub_messages_and_dead_letters_poison() {
     })
     .await;
     // ...and the garbage arrived on the dead-letter topic with the reason
-    let subscriber = Subscriber::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(anonymous())
-        .build()
-        .await
-        .unwrap();
     let mut stream = subscriber.subscribe(&dlq_subscription).build();
     let (message, handler) = tokio::time::timeout(Duration::from_secs(20), stream.next())
         .await
@@ -260,25 +266,7 @@ async fn a_start_temporal_keeps_refusing_is_dead_lettered_with_its_reason_after_
     let h = harness().await;
     let pubsub = settings();
     pubsub::ensure_topology(&pubsub).await.unwrap();
-    let endpoint = format!("http://{}", pubsub.emulator_host.as_deref().unwrap());
-    let anonymous = || google_cloud_auth::credentials::anonymous::Builder::new().build();
-    let dlq_subscription = format!(
-        "projects/{}/subscriptions/dlq-{}",
-        pubsub.project,
-        uuid::Uuid::new_v4().simple()
-    );
-    SubscriptionAdmin::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(anonymous())
-        .build()
-        .await
-        .unwrap()
-        .create_subscription()
-        .set_name(&dlq_subscription)
-        .set_topic(pubsub.topic_path(&pubsub.dead_letter_topic))
-        .send()
-        .await
-        .unwrap();
+    let (subscriber, dlq_subscription) = watch_dead_letters(&pubsub).await;
     let missing = liquidity_workflows::TemporalSettings {
         namespace: format!("lqdty-missing-{}", uuid::Uuid::new_v4().simple()),
         ..h.temporal.clone()
@@ -312,12 +300,6 @@ async fn a_start_temporal_keeps_refusing_is_dead_lettered_with_its_reason_after_
         .unwrap();
 
     // Assert: the message arrives on the dead-letter topic with Temporal's refusal
-    let subscriber = Subscriber::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(anonymous())
-        .build()
-        .await
-        .unwrap();
     let mut stream = subscriber.subscribe(&dlq_subscription).build();
     let (message, handler) = tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await

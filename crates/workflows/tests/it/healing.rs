@@ -35,13 +35,9 @@ async fn a_source_answering_documents_above_source_max_body_fails_the_content_af
     let content = app.new_content().await;
 
     // Act
-    let outcome = app.fetch(&content).await;
+    let reason = app.fetch_failing(&content).await;
 
     // Assert: failed with a clear reason at answer max + 1, no document stored
-    let row = app.content(content.id).await;
-    assert_eq!(row.status, ReportStatus::Failed);
-    let reason = row.data.unwrap();
-    assert_eq!(outcome, FetchOutcome::Failed { reason: reason.clone() });
     assert!(reason.contains("3 bad answers (at most 2 tolerated)"), "{reason}");
     assert!(
         reason.contains("a body of more than 1048576 bytes (SOURCE_MAX_BODY)"),
@@ -95,13 +91,9 @@ async fn a_source_redirecting_to_a_healthy_source_is_not_followed_and_the_conten
     let content = app.new_content().await;
 
     // Act
-    let outcome = app.fetch(&content).await;
+    let reason = app.fetch_failing(&content).await;
 
     // Assert
-    let row = app.content(content.id).await;
-    assert_eq!(row.status, ReportStatus::Failed);
-    let reason = row.data.unwrap();
-    assert_eq!(outcome, FetchOutcome::Failed { reason: reason.clone() });
     assert!(reason.contains("3 bad answers"), "{reason}");
     assert!(reason.contains("HTTP 307 Temporary Redirect"), "{reason}");
     assert!(reason.contains("not followed"), "{reason}");

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use liquidity_core::reports::{self, REPORT_SOURCES, ReportContent};
+use liquidity_core::reports::{self, REPORT_SOURCES, ReportContent, ReportStatus};
 use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
 use liquidity_core::{ReportContentId, TenantId, UserId};
 use liquidity_test_support::TestDatabases;
@@ -275,6 +275,16 @@ impl TestApp {
     pub async fn fetch(&self, content: &ReportContent) -> FetchOutcome {
         self.start(content).await;
         self.result(content).await
+    }
+
+    /// Fetches the content, which must end failed with its reason recorded; returns the reason.
+    pub async fn fetch_failing(&self, content: &ReportContent) -> String {
+        let outcome = self.fetch(content).await;
+        let row = self.content(content.id).await;
+        assert_eq!(row.status, ReportStatus::Failed);
+        let reason = row.data.unwrap();
+        assert_eq!(outcome, FetchOutcome::Failed { reason: reason.clone() });
+        reason
     }
 
     /// Drains the worker and waits for it to stop; returns how long that took.
