@@ -45,7 +45,11 @@ impl Extension for OperationGuardExtension {
         let document = next.run(ctx, query, variables).await?;
         shape::check(&document, self.introspection).map_err(|refusal| {
             tracing::info!(reason = refusal.reason(), "operation refused before execution");
-            async_graphql::Error::from(ApiError::OperationRefused(refusal)).into_server_error(Pos::default())
+            let mut error =
+                async_graphql::Error::from(ApiError::OperationRefused(refusal)).into_server_error(Pos::default());
+            // The refusal is about the whole operation, not a place in it.
+            error.locations.clear();
+            error
         })?;
         Ok(document)
     }
