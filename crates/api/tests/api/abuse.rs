@@ -42,7 +42,10 @@ async fn a_request_with_120_aliased_logins_is_refused_before_any_is_evaluated() 
     assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
     assert_eq!(error_code(&body), "OPERATION_REFUSED");
     assert_eq!(body["errors"][0]["extensions"]["reason"], "costlyFields");
-    assert!(body["errors"][0]["locations"].is_null(), "about the whole operation: {body}");
+    assert!(
+        body["errors"][0]["locations"].is_null(),
+        "about the whole operation: {body}"
+    );
     let failures = count(&app.dbs.catalog_url(), "SELECT count(*) FROM login_throttle").await;
     assert_eq!(failures, 0);
 }
