@@ -1,0 +1,129 @@
+//! `login-flood`: 600 users logging in at once, and what it does to the API.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::json;
+
+use crate::auth::login;
+use crate::stats::*;
+use crate::world::{Options, World};
+
+/// 600 users logging in at once, each from its own address, for 60 s, against the API's
+/// defaults: how much memory and how many threads the API takes, how the logins are answered,
+/// and what it does to `reportStatus` latency meanwhile. Each client logs in again as soon as
+/// it is answered, or after `Retry-After` when it was refused.
+pub async fn run() {
+    const CLIENTS: usize = 600;
+    const FLOOD: Duration = Duration::from_secs(60);
+    const PROBE: Duration = Duration::from_secs(15);
+    let world = World::start(Options::default()).await;
+    let api = world.pid("api");
+    let idle_rss = proc_status_kib(api, "VmRSS:");
+    let idle_threads = proc_status_kib(api, "Threads:");
+
+    // 600 users, registered 8 at a time, each from an address of its own.
+    let users: Vec<(String, String)> = (0..CLIENTS)
+        .map(|i| (format!("flood-{i}"), world.client_address()))
+        .collect();
+    futures::stream::iter(&users)
+        .for_each_concurrent(8, |(username, _)| async { drop(world.named_user(0, username).await) })
+        .await;
+    let token = world.user(0).await;
+    let report_id = world.start_report(&token).await;
+    let registered_peak = proc_status_kib(api, "VmHWM:");
+    let idle = probe_report_status(&world, &token, &report_id, Instant::now() + PROBE).await;
+
+    let until = Instant::now() + FLOOD;
+    let outcomes = std::sync::Mutex::new(HashMap::<u16, usize>::new());
+    let flood = futures::future::join_all(users.iter().map(|(username, client)| {
+        let outcomes = &outcomes;
+        let world = &world;
+        async move {
+            while Instant::now() < until {
+                let response = login(world, username, client).await;
+                *outcomes.lock().unwrap().entry(response.status().as_u16()).or_default() += 1;
+                // Ordinary clients (our own front ends, HTTP libraries with backoff) come back
+                // after Retry-After, not at once.
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if let Some(seconds) = retry_after {
+                    let resume = (Instant::now() + Duration::from_secs(seconds)).min(until);
+                    tokio::time::sleep_until(resume.into()).await;
+                }
+            }
+        }
+    }));
+    let threads = std::sync::atomic::AtomicU64::new(idle_threads);
+    let flood_rss = std::sync::atomic::AtomicU64::new(0);
+    let sample = async {
+        while Instant::now() < until {
+            threads.fetch_max(proc_status_kib(api, "Threads:"), std::sync::atomic::Ordering::Relaxed);
+            flood_rss.fetch_max(proc_status_kib(api, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (_, _, flooded) = tokio::join!(flood, sample, probe_report_status(&world, &token, &report_id, until));
+
+    let peak_rss = proc_status_kib(api, "VmHWM:");
+    let hash_mib = 19 * std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    println!(
+        "login-flood: {CLIENTS} clients for {} s; logins answered by HTTP status: {:?}",
+        FLOOD.as_secs(),
+        outcomes.lock().unwrap()
+    );
+    println!(
+        "login-flood: API RSS idle {} MiB, peak {} MiB (while registering {} MiB, during the flood {} MiB, after {} MiB; bound: idle + HASH_CONCURRENCY x 19 MiB = {} MiB + margin); threads idle {idle_threads}, peak {}",
+        idle_rss / 1024,
+        peak_rss / 1024,
+        registered_peak / 1024,
+        flood_rss.into_inner() / 1024,
+        proc_status_kib(api, "VmRSS:") / 1024,
+        idle_rss / 1024 + hash_mib,
+        threads.into_inner(),
+    );
+    println!(
+        "login-flood: reportStatus p50/p99 idle {:.1}/{:.1} ms (n={}), during the flood {:.1}/{:.1} ms (n={})",
+        percentile(&idle, 0.5) * 1e3,
+        percentile(&idle, 0.99) * 1e3,
+        idle.len(),
+        percentile(&flooded, 0.5) * 1e3,
+        percentile(&flooded, 0.99) * 1e3,
+        flooded.len(),
+    );
+}
+
+/// `reportStatus` latencies (sorted, seconds) of one client asking in a loop until `until`.
+///
+/// The client runs on a thread and runtime of its own, with a connection of its own: on the
+/// flood's runtime, its requests would also wait behind the 600 flooding clients' tasks in the
+/// load generator, which is not the API's latency.
+async fn probe_report_status(world: &World, token: &str, report_id: &str, until: Instant) -> Vec<f64> {
+    let (url, token, report_id) = (format!("{}/graphql", world.api), token.to_owned(), report_id.to_owned());
+    let probe = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let http = reqwest::Client::new();
+            let body = json!({ "query": "query($id: ID!) { reportStatus(id: $id) { status } }", "variables": { "id": report_id } });
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let started = Instant::now();
+                let answer: serde_json::Value =
+                    http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
+                assert!(answer["data"]["reportStatus"]["status"].is_string(), "{answer}");
+                latencies.push(started.elapsed().as_secs_f64());
+            }
+            latencies.sort_by(f64::total_cmp);
+            latencies
+        })
+    });
+    tokio::task::spawn_blocking(move || probe.join().unwrap())
+        .await
+        .unwrap()
+}

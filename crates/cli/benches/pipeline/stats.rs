@@ -1,0 +1,63 @@
+//! Load generation and the statistics every scenario prints.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+
+pub async fn closed_loop<F, Fut>(requests: usize, concurrency: usize, request: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    let started = Instant::now();
+    let latencies = futures::stream::iter(0..requests)
+        .map(request)
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    (started.elapsed(), latencies)
+}
+
+pub fn report(name: &str, latencies: &[Duration], elapsed: Duration) {
+    let mut seconds: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+    seconds.sort_by(f64::total_cmp);
+    println!(
+        "{name}: {} requests in {:.2} s = {:.0} req/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        seconds.len(),
+        elapsed.as_secs_f64(),
+        seconds.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&seconds, 0.5) * 1e3,
+        percentile(&seconds, 0.95) * 1e3,
+        percentile(&seconds, 0.99) * 1e3,
+    );
+}
+
+pub fn print_seconds(name: &str, values: &mut [f64]) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n={} p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        values.len(),
+        percentile(values, 0.5) * 1e3,
+        percentile(values, 0.95) * 1e3,
+        values.last().copied().unwrap_or_default() * 1e3
+    );
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index]
+}
+
+/// A numeric field of `/proc/<pid>/status` (`VmRSS:` and `VmHWM:` in KiB, `Threads:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
