@@ -9,7 +9,7 @@
 #   --faults       run only the fault suite (crates/cli/tests/e2e/faults): it restarts shared
 #                  services of the test stack, so it always runs after, never beside, the others
 #   --bench        run the benchmarks instead of the checks and tests: release builds of the
-#                  end-to-end process tree (crates/cli/benches/pipeline.rs); scenarios after --
+#                  end-to-end process tree (crates/cli/benches/pipeline/); scenarios after --
 #                  (auth, latency, capacity, login-flood; default all)
 #
 # Without --faults or --bench: fmt, clippy, every test but the fault suite, then the fault suite.
