@@ -16,9 +16,14 @@
 //! - no more callers wait for a slot than the slots can serve within the queue timeout
 //!   ([`HASH_TIME`] each): the others are told [`HashError::Busy`] at once, instead of holding a
 //!   request in memory for the whole timeout only to be refused at its end;
-//! - hashing threads run at nice 10, a tenth of a normal thread's CPU weight: while every core
-//!   hashes, cheap requests (`reportStatus`...) are still scheduled at once, and idle cores hash
-//!   at full speed.
+//! - hashing threads run under `SCHED_IDLE`: the kernel preempts them the moment any normal
+//!   thread wakes, so cheap requests (`reportStatus`...) are scheduled at once while every core
+//!   hashes, and idle cores still hash at full speed. Nice 10 and nice 19 were not enough: the
+//!   scheduler (EEVDF) lets a running thread finish its slice (~3 ms) before a woken one gets
+//!   the core, which tripled `reportStatus` p99 during the login-flood benchmark. The price is
+//!   that logins get only the CPU nothing else wants: on a core set saturated by other work,
+//!   waiting logins are refused with [`HashError::Busy`] (503 + `Retry-After`) rather than
+//!   slowing every other request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -38,9 +43,6 @@ const LANES: u32 = 1;
 /// What one hash costs a core here (about 20-25 ms, see the README's benchmarks): sizes the
 /// waiting line, [`HashLimits::queue_timeout`] / `HASH_TIME` callers per slot.
 pub const HASH_TIME: Duration = Duration::from_millis(25);
-
-/// Niceness of the hashing threads (0 normal, 19 lowest).
-const HASHING_NICENESS: i32 = 10;
 
 /// How many hashes may run at once, and how long a caller waits for a slot.
 #[derive(Clone, Copy, Debug)]
@@ -222,16 +224,14 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
-/// Lowers the calling (hashing) thread to [`HASHING_NICENESS`]; a failure only costs latency.
+/// Puts the calling (hashing) thread under `SCHED_IDLE`; a failure only costs latency.
 fn lower_priority() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    // thread-priority maps 0..=99 onto niceness 19..=-20, truncating: invert it rounding up.
-    let value = u8::try_from(99 - ((HASHING_NICENESS + 20) * 99 + 38) / 39).unwrap_or(0);
-    let priority = ThreadPriorityValue::try_from(value).map(ThreadPriority::Crossplatform);
-    if let Err(e) = priority
-        .map_err(|e| e.to_owned())
-        .and_then(|p| set_current_thread_priority(p).map_err(|e| e.to_string()))
-    {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
         tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
     }
 }
@@ -411,22 +411,22 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hashing_threads_run_at_a_lower_priority() {
+    async fn hashing_threads_run_under_the_idle_policy() {
         // Arrange
         let hasher = hasher();
 
-        // Act: the hashing thread's niceness, field 19 of /proc/thread-self/stat
-        let nice = hasher
+        // Act: the hashing thread's scheduling policy, field 41 of /proc/thread-self/stat
+        let policy = hasher
             .run_bounded(|_| {
                 let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
                 let after_name = stat.rsplit_once(')').unwrap().1;
-                Ok(after_name.split_whitespace().nth(16).unwrap().parse::<i32>().unwrap())
+                Ok(after_name.split_whitespace().nth(38).unwrap().parse::<i32>().unwrap())
             })
             .await
             .unwrap();
 
-        // Assert
-        assert_eq!(nice, HASHING_NICENESS);
+        // Assert: 5 is SCHED_IDLE (linux/sched.h)
+        assert_eq!(policy, 5);
     }
 
     #[test]
