@@ -74,10 +74,9 @@ ensure_tools() {
 # compose_env: a value for every variable the compose file requires, each one recognisable, so
 # that the rules can tell a value that came from the environment from one written in the file
 compose_env() {
-  local v
-  for v in $(grep -o '\${[A-Z0-9_]*:?' "$COMPOSE_FILE" | sed 's/^\${//; s/:?$//' | sort -u); do
-    printf '%s=from-env-%s\n' "$v" "$v"
-  done
+  # shellcheck disable=SC2016 # the pattern is compose's ${VAR:?...} syntax, not a shell expansion
+  grep -o '\${[A-Z0-9_]*:?' "$COMPOSE_FILE" | sed 's/^\${//; s/:?$//' | sort -u |
+    while read -r v; do printf '%s=from-env-%s\n' "$v" "$v"; done
 }
 
 # compose_json: the compose file as Docker Compose resolves it (anchors merged, variables
@@ -105,7 +104,7 @@ emulator_jar() {
   pinned=$(sed -n 's/^ARG EMULATOR_JAR=.*\/\(cloud-pubsub-emulator-[^/]*\.jar\)$/\1/p' "$LQDTY_ROOT/docker/pubsub-emulator/Dockerfile")
   [ -n "$pinned" ] || die "docker/pubsub-emulator/Dockerfile pins no EMULATOR_JAR"
   jar=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/$pinned
-  [ -f "$jar" ] || die "the image pins $pinned, this machine has $(ls /usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/ 2>/dev/null | tr '\n' ' ')"
+  [ -f "$jar" ] || die "the image pins $pinned; this machine has $(find /usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/ -name '*.jar' -printf '%f ' 2>/dev/null)"
   echo "$jar"
 }
 
