@@ -198,27 +198,9 @@ pubsub_classpath() {
     (
       flock 9
       [ -f "$cls" ] && exit 0
-      mkdir -p "$PUBSUB_SHIM/src/io/grpc" "$PUBSUB_SHIM/classes"
-      cat >"$PUBSUB_SHIM/src/io/grpc/InternalStatus.java" <<'JAVA'
-package io.grpc;
-
-/** Shim: adds asRuntimeException(Status, Metadata, boolean), missing from the emulator jar's bundled grpc-api. */
-public final class InternalStatus {
-  private InternalStatus() {}
-
-  public static final Metadata.Key<String> MESSAGE_KEY = Status.MESSAGE_KEY;
-  public static final Metadata.Key<Status> CODE_KEY = Status.CODE_KEY;
-
-  public static StatusRuntimeException asRuntimeExceptionWithoutStacktrace(Status status, Metadata trailers) {
-    return new InternalStatusRuntimeException(status, trailers);
-  }
-
-  public static StatusRuntimeException asRuntimeException(Status status, Metadata trailers, boolean withoutStacktrace) {
-    return withoutStacktrace ? new InternalStatusRuntimeException(status, trailers) : new StatusRuntimeException(status, trailers);
-  }
-}
-JAVA
-      javac -nowarn --release 11 -cp "$jar" -d "$PUBSUB_SHIM/classes" "$PUBSUB_SHIM/src/io/grpc/InternalStatus.java"
+      mkdir -p "$PUBSUB_SHIM/classes"
+      # one source of the shim, shared with the compose stack's emulator image
+      "$LQDTY_ROOT/docker/pubsub-emulator/build-shim.sh" "$jar" "$PUBSUB_SHIM/classes"
     ) 9>"$PUBSUB_SHIM.lock"
     log "compiled Pub/Sub emulator grpc shim into $PUBSUB_SHIM/classes"
   fi
