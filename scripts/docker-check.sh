@@ -5,8 +5,9 @@
 # usage: scripts/docker-check.sh [STEP...]
 #   compose     the compose file against the compose-spec JSON schema (check-jsonschema's vendored
 #               copy) and Docker Compose's own loader (`docker-compose config`), then our rules:
-#               health checks behind every service_healthy, one Debezium Server per tenant, no
-#               secret in the file, ports on loopback only (docker/check/compose_rules.py)
+#               health checks behind every service_healthy, one Debezium Server per tenant, hosts
+#               that are services, no secret in the file, ports on loopback only
+#               (docker/check/compose_rules.py)
 #   dockerfile  hadolint on both Dockerfiles; our rules: the build stages run docker/build.sh's
 #               steps in order, the runtime runs as a non-root user with ENTRYPOINT liquidity,
 #               and every file the crates include at compile time is in the build context

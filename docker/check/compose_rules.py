@@ -23,6 +23,12 @@ CDC_CONFIG_DIR = "cdc-config"
 URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@\s]+)@")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN")
 ENV_VALUE = "from-env-"
+# Where a value names another container: scheme://[user:password@]HOST:PORT, or a bare HOST:PORT.
+HOST_IN_URL = re.compile(r"//(?:[^@/\s\"]+@)?([A-Za-z][\w.-]*):\d+")
+BARE_HOST_PORT = re.compile(r"^([A-Za-z][\w.-]*):\d+$")
+# Addresses a process binds itself to, not a container to reach.
+OWN_ADDRESSES = {"localhost", "0.0.0.0"}
+JSON_SETTINGS = ("TENANTS_CONFIG", "SOURCES_CONFIG", "SIMULATOR_CONFIG")
 
 
 def one_shot(service: dict) -> bool:
@@ -65,6 +71,14 @@ def check(compose: dict) -> list[str]:
             for password in URL_PASSWORD.findall(value):
                 if not password.startswith(ENV_VALUE):
                     err(name, f"{key} holds a URL with a password written in the compose file")
+            for host in HOST_IN_URL.findall(value) + BARE_HOST_PORT.findall(value):
+                if host not in services and host not in OWN_ADDRESSES:
+                    err(name, f"{key} names {host}, which is no service of this file")
+            if key in JSON_SETTINGS:
+                try:
+                    json.loads(value)
+                except json.JSONDecodeError as e:
+                    err(name, f"{key} is not valid JSON: {e}")
         if svc.get("image") == LIQUIDITY_IMAGE:
             build = svc.get("build") or {}
             if not str(build.get("dockerfile", "Dockerfile")).endswith("Dockerfile") or not build.get("context"):
@@ -74,6 +88,23 @@ def check(compose: dict) -> list[str]:
         elif "build" not in svc and "@sha256:" not in svc.get("image", "") and ":" not in svc.get("image", ""):
             err(name, f"image {svc.get('image')} has no pinned tag")
     errors += check_debezium(services)
+    errors += check_sources(services)
+    return errors
+
+
+def check_sources(services: dict) -> list[str]:
+    """The workflow worker's SOURCES_CONFIG points at the ports the simulator listens on."""
+    try:
+        simulator = json.loads(services["sources"]["environment"]["SIMULATOR_CONFIG"])
+        wanted = json.loads(services["workflow-worker"]["environment"]["SOURCES_CONFIG"])
+    except (KeyError, json.JSONDecodeError) as e:
+        return [f"sources, workflow-worker: SIMULATOR_CONFIG and SOURCES_CONFIG must both be set ({e})"]
+    errors = []
+    if simulator.get("host") != "0.0.0.0":
+        errors.append("sources: SIMULATOR_CONFIG must listen on 0.0.0.0 to be reachable from other containers")
+    listening = {name: f"http://sources:{s['port']}" for name, s in simulator.get("sources", {}).items()}
+    if wanted != listening:
+        errors.append(f"workflow-worker: SOURCES_CONFIG is {wanted}, the simulator serves {listening}")
     return errors
 
 

@@ -13,6 +13,8 @@
 //!   `extensions.code`.
 //! - [`guard`]: refuses operations that cost too much (repeated `login`/`register`/
 //!   `startReport`, too many root fields, too deep) before anything executes.
+//! - [`metrics`]: request latency per operation (the schema's root field) and errors by
+//!   code, for `/metrics`.
 //! - [`throttle`]: per-client-IP token buckets of `login` and `register`.
 //! - [`client_ip`]: the client address, from the socket or a trusted proxy's
 //!   `X-Forwarded-For`.
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod guard;
+pub mod metrics;
 pub mod schema;
 pub mod server;
 pub mod throttle;

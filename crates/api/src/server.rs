@@ -134,8 +134,7 @@ fn router(state: AppState, graphiql: bool) -> Router {
     };
     Router::new()
         .route("/graphql", graphql_route)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
+        .merge(liquidity_observability::routes(ops(&state.deps)))
         .layer(middleware)
         .with_state(state)
 }
@@ -214,14 +213,18 @@ async fn graphiql_page() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
-/// Ready when the catalog answers: without it nobody can log in.
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.deps.accounts.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error.cause_chain = ?e, "catalog not reachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable")
-        }
+/// `/healthz`, `/readyz` and `/metrics` on the API's own port. Ready when the catalog answers:
+/// without it nobody can log in (a tenant database down only affects its tenant, so it does
+/// not make the replica unready).
+fn ops(deps: &ApiDeps) -> liquidity_observability::Ops {
+    let accounts = deps.accounts.clone();
+    liquidity_observability::Ops {
+        readiness: liquidity_observability::Readiness::new().check("catalog", move || {
+            let accounts = accounts.clone();
+            async move { accounts.ping().await }
+        }),
+        pools: liquidity_observability::PoolGauges::new(deps.registry.clone())
+            .with_catalog(deps.accounts.catalog().clone()),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::auth::{Auth, Claims, TokenService};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::guard::OperationGuard;
+use crate::metrics::RequestMetrics;
 use crate::throttle::IpThrottle;
 
 /// Most expensive query we execute (every selected field costs 1). The standard introspection
@@ -54,7 +55,11 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubsc
 /// as request data. Without `introspection`, `__schema` and `__type` are refused (production
 /// deployments that publish no schema).
 pub fn build_schema(deps: ApiDeps, introspection: bool) -> AppSchema {
-    let builder = builder().data(deps).extension(OperationGuard { introspection });
+    let builder = builder()
+        .data(deps)
+        .extension(OperationGuard { introspection })
+        // After the guard, so that a refused operation is still labelled by its root field.
+        .extension(RequestMetrics);
     if introspection {
         builder
     } else {

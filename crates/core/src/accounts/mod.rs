@@ -163,6 +163,11 @@ impl Accounts {
         }
     }
 
+    /// The catalog's pool (for its gauges).
+    pub fn catalog(&self) -> &PgPool {
+        &self.catalog
+    }
+
     /// Whether the catalog database answers.
     ///
     /// # Errors

@@ -136,6 +136,14 @@ impl TenantRegistry {
             .await
     }
 
+    /// Every tenant whose pool exists, with that pool: what pool gauges sample (a tenant this
+    /// process never served has no pool, and no connection to report).
+    pub fn created_pools(&self) -> impl Iterator<Item = (&TenantConfig, &PgPool)> {
+        self.tenants
+            .values()
+            .filter_map(|slot| slot.pool.get().map(|pool| (&slot.config, pool)))
+    }
+
     /// How many pools this registry has created so far (at most one per tenant).
     pub fn pools_created(&self) -> usize {
         self.pools_created.load(Ordering::Relaxed)
