@@ -30,6 +30,8 @@ RUN lqdty-build app /out/liquidity
 
 # ---- runtime: the binary, CA roots (Google Pub/Sub over TLS) and curl for health checks ----
 FROM ${RUNTIME_IMAGE} AS runtime
+# Unpinned apt versions (DL3008): bookworm's security updates replace the exact versions, which would
+# break the build; the base image tag is what pins the Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -125,7 +125,8 @@ def check_debezium(services: dict) -> list[str]:
     except (ValueError, IndexError):
         return ["cdc-config: no --out-dir in its command"]
     mounts = {m["target"]: m for m in render.get("volumes") or []}
-    if out_dir != f"{CDC_CONFIG_MOUNT}/{CDC_CONFIG_DIR}" or mounts.get(CDC_CONFIG_MOUNT, {}).get("source") != CDC_CONFIG_VOLUME:
+    mounted = mounts.get(CDC_CONFIG_MOUNT, {}).get("source")
+    if out_dir != f"{CDC_CONFIG_MOUNT}/{CDC_CONFIG_DIR}" or mounted != CDC_CONFIG_VOLUME:
         errors.append(f"cdc-config: must write {CDC_CONFIG_MOUNT}/{CDC_CONFIG_DIR} on the volume {CDC_CONFIG_VOLUME} "
                       f"mounted at {CDC_CONFIG_MOUNT} (the image's directory of its user)")
     expected = {f"debezium-{t['name']}": t["name"] for t in tenants_of(services)}

@@ -122,14 +122,16 @@ class Db:
         self.password.setdefault(role, secrets.token_urlsafe(18))
         return role, self.password[role]
 
-    def url(self, name: str, db: str | None = None) -> str:
+    def url(self, name: str) -> str:
+        """A database of this run owned by a role of the same name (what provision creates)."""
         role, password = self.role(name)
-        return f"postgres://{role}:{password}@{self.host}:{self.port}/{db or role}"
+        return f"postgres://{role}:{password}@{self.host}:{self.port}/{role}"
 
-    def admin(self, sql: str, params=(), db: str = "postgres"):
+    def admin(self, sql: str, params=(), db: str = "postgres") -> list[tuple]:
+        """SQL as the superuser, in DB; the rows it returns, if any."""
         with psycopg.connect(self.admin_url.rsplit("/", 1)[0] + f"/{db}", autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall() if sql.lstrip().upper().startswith("SELECT") else \
-                conn.execute(sql, params)
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
 
     def count(self, db: str, table: str) -> int:
         """Rows of TABLE in DB, 0 while it does not exist."""
@@ -224,7 +226,8 @@ def check_keys(name: str, props: dict[str, str], source_keys: set[str]) -> list[
                 errors.append(f"{name}: {key} is no setting of the Pub/Sub sink")
         elif key.startswith("debezium.source."):
             if key.removeprefix("debezium.source.") not in source_keys:
-                errors.append(f"{name}: {key} is no setting of the PostgreSQL connector, the engine or its offset store")
+                errors.append(f"{name}: {key} is no setting of the PostgreSQL connector, the engine or "
+                              "its offset store")
         else:
             errors.append(f"{name}: {key} is read by nothing in Debezium Server")
     return errors
@@ -324,7 +327,8 @@ def stream(tenants: list[dict], files: dict[str, dict[str, str]], db: Db) -> lis
         for t in tenants:
             slot = files[t["name"]]["debezium.source.slot.name"]
             wait(f"{t['name']}'s slot {slot} to stream",
-                 lambda: db.admin("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == [(True,)],
+                 lambda slot=slot: db.admin("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                                            (slot,)) == [(True,)],
                  list(captures.values()))
         log(f"{len(engines)} engines streaming; writing a report per tenant")
         rows = {}

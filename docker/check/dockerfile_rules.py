@@ -39,6 +39,7 @@ MIGRATE = re.compile(r'migrate!\(\s*"([^"]+)"\s*\)')
 # What libc6 and libgcc-s1 provide: both are in every Debian image, slim included.
 BASE_LIBS = re.compile(r"^(linux-vdso|ld-linux-x86-64|libc|libm|libgcc_s|libpthread|libdl|librt)\.so")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL", re.I)
+BINARY_COPY = re.compile(r"--from=\S+ \S+/liquidity /usr/local/bin/liquidity")
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -94,7 +95,7 @@ def check_dockerfile(root: Path) -> list[str]:
     if not entry or json.loads(entry[-1]) != ["liquidity"]:
         errors.append('runtime stage: ENTRYPOINT must be ["liquidity"]')
     for word, args in body:
-        if word == "COPY" and "--from=" in args and not re.fullmatch(r"--from=\S+ \S+/liquidity /usr/local/bin/liquidity", args):
+        if word == "COPY" and "--from=" in args and not BINARY_COPY.fullmatch(args):
             errors.append(f"runtime stage: COPY {args!r}: only the binary comes from the build")
     for stage in all_stages:
         for word, args in stage["body"]:
