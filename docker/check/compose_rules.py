@@ -29,6 +29,9 @@ BARE_HOST_PORT = re.compile(r"^([A-Za-z][\w.-]*):\d+$")
 # Addresses a process binds itself to, not a container to reach.
 OWN_ADDRESSES = {"localhost", "0.0.0.0"}
 JSON_SETTINGS = ("TENANTS_CONFIG", "SOURCES_CONFIG", "SIMULATOR_CONFIG")
+# A role answers /healthz and /readyz where it listens: the API on LISTEN_ADDR, a worker on METRICS_ADDR.
+OPS_ADDRESS = ("LISTEN_ADDR", "METRICS_ADDR")
+HEALTH_URL = re.compile(r"^http://127\.0\.0\.1:(\d+)(/healthz|/readyz)$")
 
 
 def one_shot(service: dict) -> bool:
@@ -85,6 +88,7 @@ def check(compose: dict) -> list[str]:
                 err(name, f"runs {LIQUIDITY_IMAGE} without building it from the repository's Dockerfile")
             if svc.get("user") not in (None, ""):
                 err(name, "overrides the image's non-root user")
+            errors.extend(f"{name}: {e}" for e in check_role_health(svc))
         elif "build" not in svc and "@sha256:" not in svc.get("image", "") and ":" not in svc.get("image", ""):
             err(name, f"image {svc.get('image')} has no pinned tag")
     errors += check_debezium(services)
@@ -106,6 +110,19 @@ def check_sources(services: dict) -> list[str]:
     if wanted != listening:
         errors.append(f"workflow-worker: SOURCES_CONFIG is {wanted}, the simulator serves {listening}")
     return errors
+
+
+def check_role_health(svc: dict) -> list[str]:
+    """A role's health check asks /healthz or /readyz on the port the role serves them on."""
+    env = svc.get("environment") or {}
+    ports = {env[k].rsplit(":", 1)[1] for k in OPS_ADDRESS if k in env}
+    if not ports:
+        return []  # the simulator: its sources' ports, checked with SOURCES_CONFIG
+    test = (svc.get("healthcheck") or {}).get("test") or []
+    m = HEALTH_URL.match(test[-1] if test else "")
+    if not m or m.group(1) not in ports:
+        return [f"its health check {test} must ask /healthz or /readyz on its own port ({', '.join(sorted(ports))})"]
+    return []
 
 
 def tenants_of(services: dict) -> list[dict]:
