@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use liquidity_core::reports::{ReportContent, ReportStatus};
+use liquidity_core::trace_context::TraceParent;
 use liquidity_core::{ReportContentId, ReportId, TenantId};
 use serde::Deserialize;
 
@@ -42,6 +43,9 @@ pub struct ChangeEvent {
     pub before: Option<ReportContent>,
     /// The row after an INSERT, read or UPDATE.
     pub after: Option<ReportContent>,
+    /// The `traceparent` the API stored with the row (`after`'s `trace_parent` column): the
+    /// span whose trace the handling joins. `None` with traces off and for older rows.
+    pub trace_parent: Option<TraceParent>,
 }
 
 /// Why a message is not a change event we understand. Such a message can never succeed.
@@ -94,6 +98,9 @@ struct RawRow {
     data: Option<String>,
     created_at: DateTime<Utc>,
     last_run_at: DateTime<Utc>,
+    // Absent from events of rows written before the column existed.
+    #[serde(default)]
+    trace_parent: Option<TraceParent>,
 }
 
 impl From<RawRow> for ReportContent {
@@ -145,20 +152,21 @@ pub fn decode(data: &[u8], attributes: &HashMap<String, String>) -> Result<Chang
         other => return Err(DecodeError::UnknownOp(other.to_owned())),
     };
     let is_contents = raw.source.table == REPORT_CONTENTS;
-    let row = |value: Option<serde_json::Value>| -> Result<Option<ReportContent>, DecodeError> {
+    let row = |value: Option<serde_json::Value>| -> Result<Option<RawRow>, DecodeError> {
         match value.filter(|v| is_contents && !v.is_null()) {
             None => Ok(None),
-            Some(v) => serde_json::from_value::<RawRow>(v)
-                .map(|r| Some(r.into()))
-                .map_err(DecodeError::Row),
+            Some(v) => serde_json::from_value::<RawRow>(v).map(Some).map_err(DecodeError::Row),
         }
     };
+    let before = row(raw.before)?;
+    let mut after = row(raw.after)?;
     Ok(ChangeEvent {
         tenant_id,
         table: raw.source.table.clone(),
         op,
-        before: row(raw.before)?,
-        after: row(raw.after)?,
+        trace_parent: after.as_mut().and_then(|r| r.trace_parent.take()),
+        before: before.map(Into::into),
+        after: after.map(Into::into),
     })
 }
 
@@ -209,6 +217,16 @@ mod tests {
             ("source_2", ReportStatus::InProgress)
         );
         assert_eq!(after.created_at.to_rfc3339(), "2026-11-22T02:30:00.123456+00:00");
+        assert_eq!(event.trace_parent, None, "a row without the column has no trace parent");
+    }
+
+    #[test]
+    fn the_trace_parent_stored_with_the_row_comes_with_the_event() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut after = row("in_progress");
+        after["trace_parent"] = traceparent.into();
+        let event = decode(&envelope("c", serde_json::Value::Null, after), &HashMap::new()).unwrap();
+        assert_eq!(event.trace_parent.as_ref().map(TraceParent::as_str), Some(traceparent));
     }
 
     #[test]

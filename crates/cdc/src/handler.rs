@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use liquidity_core::reports::{self, ReportContent, ReportStatus};
 use liquidity_core::tenancy::{TenancyError, TenantRegistry};
+use liquidity_core::trace_context;
 use liquidity_core::{ReportId, TenantId};
 use liquidity_workflows::starter::{StartError, StartOutcome, WorkflowStarter};
+use tracing::Instrument as _;
 
 use crate::envelope::{self, ChangeEvent, DecodeError, Op, REPORT_CONTENTS};
 
@@ -93,12 +95,18 @@ pub async fn handle_message(
     handle_change(deps, event).await
 }
 
-/// Handles one decoded change of `report_contents`.
+/// Handles one decoded change of `report_contents`, in a span that continues the trace of the
+/// API request that wrote the row (see [`liquidity_core::trace_context`]).
 ///
 /// # Errors
 /// As [`handle_message`].
-#[tracing::instrument(skip_all, fields(tenant_id = %event.tenant_id, op = ?event.op))]
 pub async fn handle_change(deps: &CdcDeps, event: ChangeEvent) -> Result<Outcome, CdcError> {
+    let span = tracing::info_span!("handle_change", tenant_id = %event.tenant_id, op = ?event.op);
+    trace_context::follow(&span, event.trace_parent.as_ref());
+    handle(deps, event).instrument(span).await
+}
+
+async fn handle(deps: &CdcDeps, event: ChangeEvent) -> Result<Outcome, CdcError> {
     if !deps.registry.contains(event.tenant_id) {
         return Err(PoisonError::UnknownTenant(event.tenant_id).into());
     }

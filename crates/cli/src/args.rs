@@ -51,7 +51,7 @@ pub enum Command {
     Sources(crate::commands::sources::SourcesArgs),
 }
 
-/// Logging.
+/// Logging and traces.
 #[derive(Args)]
 pub struct LogArgs {
     /// Log filter, `tracing` EnvFilter syntax (e.g. `info` or `info,liquidity_api=debug`).
@@ -60,6 +60,10 @@ pub struct LogArgs {
     /// `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint that receives traces, e.g. `http://127.0.0.1:4317` (Jaeger, an
+    /// OpenTelemetry Collector). Unset: no exporter is built and no span leaves the process.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 /// Log line format.

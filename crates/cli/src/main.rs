@@ -5,14 +5,22 @@ mod args;
 mod commands;
 mod telemetry;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::args::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let role = matches.subcommand_name().unwrap_or("liquidity");
+    let telemetry = match telemetry::init(&cli.log, role) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // rustls finds no default crypto provider: we build every TLS stack on `ring` only, to
     // avoid compiling aws-lc as well (see Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -26,12 +34,15 @@ async fn main() -> std::process::ExitCode {
         Command::WorkflowWorker(args) => commands::workflow_worker::run(args).await,
         Command::Sources(args) => commands::sources::run(args).await,
     };
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, error.message = %e, "liquidity failed");
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The flush waits for the exporter, whose connection is served by this runtime.
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    code
 }

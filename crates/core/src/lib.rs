@@ -13,6 +13,7 @@
 //! - [`sources`]: the wire protocol of the external source servers.
 //! - [`db`]: connection options and the embedded migrations.
 //! - [`provision`]: least privilege: one login role per database, a replication role for Debezium.
+//! - [`trace_context`]: the W3C `traceparent` that links one report's spans across processes.
 
 pub mod accounts;
 pub mod catalog;
@@ -22,5 +23,6 @@ pub mod provision;
 pub mod reports;
 pub mod sources;
 pub mod tenancy;
+pub mod trace_context;
 
 pub use ids::{ReportContentId, ReportId, TenantId, UserId};

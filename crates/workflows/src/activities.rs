@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use liquidity_core::reports::{self, ReportContent};
 use liquidity_core::sources::{JobRequest, JobState, JobStatus};
 use liquidity_core::tenancy::{TenancyError, TenantRegistry};
+use liquidity_core::trace_context;
 use liquidity_core::{ReportContentId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument as _;
 
 use crate::settings::{DEFAULT_MAX_BODY, InvalidSetting, MAX_SOURCE_MAX_BODY, MIN_SOURCE_MAX_BODY};
 use crate::source_client::{SourceClient, SourceError};
@@ -234,7 +236,13 @@ impl SourceActivities {
     ) -> Result<FetchOutcome, ActivityError> {
         let tenant_id = input.tenant_id;
         let content_id = input.report_content.id;
-        let result = self.poll_loop(&ctx, tenant_id, &input.report_content).await;
+        // A child of the CDC worker's span that started the workflow: one trace per report.
+        let span = tracing::info_span!("pollSource", %tenant_id, %content_id, source = %input.report_content.source);
+        trace_context::follow(&span, input.trace_parent.as_ref());
+        let result = self
+            .poll_loop(&ctx, tenant_id, &input.report_content)
+            .instrument(span)
+            .await;
         match &result {
             Ok(outcome) => tracing::info!(%tenant_id, %content_id, ?outcome, "pollSource finished"),
             Err(ActivityError::Cancelled { .. }) => {
@@ -376,7 +384,6 @@ enum PassEnd {
 }
 
 impl SourceActivities {
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, content_id = %original.id, source = %original.source))]
     async fn poll_loop(
         &self,
         ctx: &ActivityContext,

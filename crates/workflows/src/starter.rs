@@ -1,6 +1,7 @@
 //! Starting the workflow of a content exactly once, from the CDC worker and the reconciler.
 
 use liquidity_core::reports::ReportContent;
+use liquidity_core::trace_context::TraceParent;
 use liquidity_core::{ReportContentId, TenantId};
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
 use temporalio_client::tonic::{Code, Status};
@@ -175,6 +176,8 @@ impl WorkflowStarter {
         let input = FetchReportContentInput {
             tenant_id,
             report_content: content.clone(),
+            // The span of `ensure_started`/`ensure_running`, inside the caller's.
+            trace_parent: TraceParent::current(),
         };
         match self
             .client

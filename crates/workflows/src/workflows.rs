@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use liquidity_core::TenantId;
 use liquidity_core::reports::ReportContent;
+use liquidity_core::trace_context::TraceParent;
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -36,6 +37,11 @@ pub struct FetchReportContentInput {
     /// The content row as CDC saw it. The activity re-reads the row before acting, so a stale
     /// copy here is harmless.
     pub report_content: ReportContent,
+    /// The `traceparent` of the span that started the workflow (the CDC worker's handling of
+    /// the content): the activity's span continues that trace. Absent with traces off, and in
+    /// inputs of workflows started before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<TraceParent>,
 }
 
 /// How a fetch ended; the result of the workflow.

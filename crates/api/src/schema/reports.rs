@@ -154,3 +154,6 @@ impl ReportsMutation {
         })
     }
 }
+    // The root of the report's trace: its contents carry this span's context to the CDC worker.
+    #[tracing::instrument(name = "startReport", skip_all, fields(report_id = tracing::field::Empty))]
+        tracing::Span::current().record("report_id", tracing::field::display(report_id));

@@ -7,4 +7,5 @@
 
 mod faults;
 mod pipeline;
+mod traces;
 mod world;

@@ -8,6 +8,7 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::{Report, ReportContent, ReportProgress, ReportStatus};
 use crate::ids::{ReportContentId, ReportId, TenantId, UserId};
+use crate::trace_context::TraceParent;
 
 /// `SELECT <every report_contents column> FROM report_contents <rest>`, as a `&'static str`.
 macro_rules! select_contents {
@@ -20,7 +21,9 @@ macro_rules! select_contents {
 }
 
 /// Writes a report and one in-progress content per source, in one transaction: CDC never sees
-/// a report with only some of its contents.
+/// a report with only some of its contents. Each content stores the `traceparent` of this
+/// call's span (NULL with traces off), so the CDC worker's handling of it joins the caller's
+/// trace: see [`crate::trace_context`].
 ///
 /// # Errors
 /// The database error; nothing is written then.
@@ -38,9 +41,10 @@ pub async fn create_report(
             .bind(user_id)
             .fetch_one(&mut *tx)
             .await?;
-    sqlx::query("INSERT INTO report_contents (report_id, source) SELECT $1, unnest($2::text[])")
+    sqlx::query("INSERT INTO report_contents (report_id, source, trace_parent) SELECT $1, unnest($2::text[]), $3")
         .bind(report_id)
         .bind(sources)
+        .bind(TraceParent::current())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
