@@ -32,6 +32,7 @@ use tracing::Instrument as _;
 
 use crate::envelope;
 use crate::handler::{CdcDeps, CdcError, Outcome, PoisonError, handle_change};
+use crate::metrics::{self, EventLabels, Settled};
 use crate::pubsub::{self, PubSubSettings};
 
 /// First backoff of a tenant after a transient failure; doubles per failed probe up to
@@ -168,18 +169,23 @@ struct Shared {
 async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Message, handler: Handler) {
     let event = match envelope::decode(&message.data, &message.attributes) {
         Ok(event) => event,
-        Err(e) => return dead_letter_or_release(&shared, &message, handler, &PoisonError::from(e).to_string()).await,
+        Err(e) => {
+            let reason = PoisonError::from(e).to_string();
+            return dead_letter_or_release(&shared, &message, handler, &reason, &EventLabels::undecodable()).await;
+        }
     };
+    let labels = EventLabels::of(&shared.deps.registry, &event);
     let tenant_id = event.tenant_id;
     let mut rejected_attempts = 0;
     loop {
         if let Err(released) = shared.wait_turn(tenant_id).await {
             tracing::debug!(?released, %tenant_id, "message released for redelivery");
             handler.nack();
+            labels.settled(Settled::Redelivered);
             return;
         }
         let permit = tokio::select! {
-            () = shared.shutdown.cancelled() => { handler.nack(); return; }
+            () = shared.shutdown.cancelled() => { handler.nack(); labels.settled(Settled::Redelivered); return; }
             permit = shared.permits.acquire() => permit.expect("the permit semaphore is never closed"),
         };
         // The tenant may have started backing off while this message waited for its permit
@@ -194,17 +200,20 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
             Ok(outcome) => {
                 tracing::debug!(?outcome, "handled");
                 handler.ack();
+                metrics::handled_lag(&labels, &event);
                 if matches!(outcome, Outcome::Ignored(_)) {
+                    labels.settled(Settled::Ignored);
                     // Touched nothing: says nothing about the tenant's health.
                     shared.gate.inconclusive(tenant_id);
                 } else {
+                    labels.settled(Settled::Handled);
                     shared.gate.succeeded(tenant_id);
                 }
                 return;
             }
             Err(CdcError::Poison(reason)) => {
                 shared.gate.inconclusive(tenant_id);
-                return dead_letter_or_release(&shared, &message, handler, &reason.to_string()).await;
+                return dead_letter_or_release(&shared, &message, handler, &reason.to_string(), &labels).await;
             }
             Err(CdcError::Rejected(e)) => {
                 shared.gate.inconclusive(tenant_id);
@@ -212,7 +221,7 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
                 if rejected_attempts >= MAX_REJECTED_ATTEMPTS {
                     tracing::error!(error.cause_chain = ?e, error.message = %e, attempts = rejected_attempts, "Temporal keeps rejecting the start: dead-lettering");
                     let reason = format!("{}", anyhow::Error::new(e).context("Temporal rejected the start"));
-                    return dead_letter_or_release(&shared, &message, handler, &reason).await;
+                    return dead_letter_or_release(&shared, &message, handler, &reason, &labels).await;
                 }
                 let delay = BASE_RETRY_DELAY.saturating_mul(1 << rejected_attempts);
                 tracing::warn!(error.cause_chain = ?e, error.message = %e, attempt = rejected_attempts, retry_in = ?delay, "Temporal rejected the start; retrying");
@@ -221,11 +230,13 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
                     && !sleep_or_cancel(delay, &shared.shutdown).await
                 {
                     handler.nack();
+                    labels.settled(Settled::Redelivered);
                     return;
                 }
             }
             Err(CdcError::Transient(e)) => {
                 let retry_in = shared.gate.failed(tenant_id, Instant::now());
+                labels.transient_failure();
                 tracing::warn!(%tenant_id, error.cause_chain = ?e, error.message = %e, ?retry_in, "transient failure; the tenant backs off");
             }
         }
@@ -234,18 +245,26 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
 
 /// Dead-letters a poison message and acks it; if the dead-letter topic cannot be reached,
 /// waits (without a permit) and nacks it so that it comes back.
-async fn dead_letter_or_release(shared: &Shared, message: &Message, handler: Handler, reason: &str) {
+async fn dead_letter_or_release(
+    shared: &Shared,
+    message: &Message,
+    handler: Handler,
+    reason: &str,
+    labels: &EventLabels,
+) {
     tracing::warn!(%reason, "dead-lettering a message that can never succeed");
     match dead_letter(&shared.dead_letters, message, reason).await {
         Ok(()) => {
             shared.dead_letter_backoff.reset();
             handler.ack();
+            labels.settled(Settled::DeadLettered);
         }
         Err(e) => {
             let delay = shared.dead_letter_backoff.failure();
             tracing::error!(error.cause_chain = ?e, retry_in = ?delay, "dead-letter publish failed");
             sleep_or_cancel(delay, &shared.shutdown).await;
             handler.nack();
+            labels.settled(Settled::Redelivered);
         }
     }
 }

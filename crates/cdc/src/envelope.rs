@@ -46,6 +46,9 @@ pub struct ChangeEvent {
     /// The `traceparent` the API stored with the row (`after`'s `trace_parent` column): the
     /// span whose trace the handling joins. `None` with traces off and for older rows.
     pub trace_parent: Option<TraceParent>,
+    /// When the change was committed in the tenant database (`source.ts_ms`); `None` when the
+    /// producer does not say. What the commit → handled lag is measured from.
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 /// Why a message is not a change event we understand. Such a message can never succeed.
@@ -87,6 +90,9 @@ struct RawEnvelope {
 struct RawSource {
     name: String,
     table: String,
+    /// Commit time of the change in the source database, in ms since the epoch.
+    #[serde(default)]
+    ts_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +171,7 @@ pub fn decode(data: &[u8], attributes: &HashMap<String, String>) -> Result<Chang
         table: raw.source.table.clone(),
         op,
         trace_parent: after.as_mut().and_then(|r| r.trace_parent.take()),
+        committed_at: raw.source.ts_ms.and_then(DateTime::from_timestamp_millis),
         before: before.map(Into::into),
         after: after.map(Into::into),
     })
@@ -234,6 +241,20 @@ mod tests {
         let event = decode(&envelope("u", row("in_progress"), row("completed")), &HashMap::new()).unwrap();
         assert_eq!(event.before.unwrap().status, ReportStatus::InProgress);
         assert_eq!(event.after.unwrap().status, ReportStatus::Completed);
+    }
+
+    #[test]
+    fn the_commit_time_comes_from_source_ts_ms_and_is_optional() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&envelope("c", serde_json::Value::Null, row("in_progress"))).unwrap();
+        let without = decode(value.to_string().as_bytes(), &HashMap::new()).unwrap();
+        value["source"]["ts_ms"] = 1_795_000_000_123_i64.into();
+        let with = decode(value.to_string().as_bytes(), &HashMap::new()).unwrap();
+        assert_eq!(without.committed_at, None);
+        assert_eq!(
+            with.committed_at.map(|at| at.timestamp_millis()),
+            Some(1_795_000_000_123)
+        );
     }
 
     #[test]

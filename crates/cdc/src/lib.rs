@@ -19,12 +19,14 @@
 //!   shared with the reconciler.
 //! - [`consumer`]: the Pub/Sub streaming-pull loop, with bounded concurrency, acks, backoff,
 //!   dead letters and graceful drain.
+//! - [`metrics`]: events by tenant, op and outcome, commit → handled lag, reconciler repairs.
 //! - [`pubsub`]: Pub/Sub client construction (emulator or Google), topic/subscription set-up.
 //! - [`reconciler`]: the periodic repair pass.
 
 pub mod consumer;
 pub mod envelope;
 pub mod handler;
+pub mod metrics;
 pub mod pubsub;
 pub mod reconciler;
 

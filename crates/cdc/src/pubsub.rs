@@ -97,3 +97,36 @@ fn ignore_already_exists(result: Result<(), google_cloud_pubsub::Error>) -> anyh
         other => Ok(other?),
     }
 }
+
+/// Pub/Sub's part of the CDC worker's readiness: the workers' subscription can be read (the
+/// service answers and the subscription exists).
+pub struct SubscriptionProbe {
+    admin: SubscriptionAdmin,
+    subscription: String,
+}
+
+impl SubscriptionProbe {
+    /// A probe of the settings' subscription.
+    ///
+    /// # Errors
+    /// Client construction failures (credentials).
+    pub async fn new(settings: &PubSubSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            admin: build_client!(SubscriptionAdmin::builder(), settings)?,
+            subscription: settings.subscription_path(),
+        })
+    }
+
+    /// One metadata read of the subscription.
+    ///
+    /// # Errors
+    /// Pub/Sub unreachable, or the subscription missing (an emulator that restarted).
+    pub async fn check(&self) -> Result<(), google_cloud_pubsub::Error> {
+        self.admin
+            .get_subscription()
+            .set_subscription(self.subscription.clone())
+            .send()
+            .await
+            .map(drop)
+    }
+}

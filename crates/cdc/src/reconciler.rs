@@ -117,6 +117,7 @@ impl Reconciler {
                 () = shutdown.cancelled() => break,
                 report = self.pass() => report,
             };
+            crate::metrics::reconciled(&report);
             if report.repaired() {
                 tracing::warn!(
                     restarted = report.restarted,

@@ -138,7 +138,7 @@ pub struct Ops {
     pub pools: PoolGauges,
 }
 
-/// `/healthz`, `/readyz` and `/metrics`, to serve on their own listener ([`OpsServer`]) or to
+/// `/healthz`, `/readyz` and `/metrics`, to serve on their own listener ([`serve`]) or to
 /// merge into a role's router (of any state).
 pub fn routes<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
     Router::new()
@@ -175,37 +175,43 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     }
 }
 
-/// A bound operations listener (`METRICS_ADDR` of the workers).
-pub struct OpsServer {
-    listener: TcpListener,
+/// Why [`serve`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another metrics recorder was installed first.
+    #[error("cannot install the metrics recorder")]
+    Recorder(#[from] metrics_exporter_prometheus::BuildError),
+    /// The address cannot be bound.
+    #[error("cannot listen on METRICS_ADDR {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl OpsServer {
-    /// Binds `addr`; port 0 picks a free port (tests).
-    ///
-    /// # Errors
-    /// When the address cannot be bound.
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self {
-            listener: TcpListener::bind(addr).await?,
-        })
-    }
-
-    /// The bound address.
-    ///
-    /// # Errors
-    /// When the OS cannot tell.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves `ops` on a task of its own for the rest of the process: also while the role
-    /// drains after SIGTERM, so probes and scrapes see the drain.
-    pub fn spawn(self, ops: Ops) {
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(self.listener, routes::<()>(ops)).await {
-                tracing::error!(error.message = %e, error.cause_chain = ?e, "the operations listener failed");
-            }
-        });
-    }
+/// Installs the metrics recorder, binds `addr` (`METRICS_ADDR` of the workers; port 0 picks a
+/// free port) and serves [`routes`] there on a task of its own for the rest of the process:
+/// also while the role drains after SIGTERM, so probes and scrapes see the drain. Returns the
+/// bound address.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve(addr: SocketAddr, ops: Ops) -> Result<SocketAddr, ServeError> {
+    recorder::install()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, routes::<()>(ops)).await {
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "the operations listener failed");
+        }
+    });
+    tracing::info!(addr = %bound, "/metrics, /healthz and /readyz listening");
+    Ok(bound)
 }

@@ -5,17 +5,17 @@
 //! own metrics in a `metrics` module); this crate installs the one Prometheus recorder of the
 //! process, samples the connection pools, checks dependencies and serves the routes. The API
 //! merges [`routes`] into its own router; the workers serve them on `METRICS_ADDR`
-//! ([`OpsServer`]).
+//! ([`serve`]).
 //!
 //! # Layout
 //! - [`recorder`]: [`recorder::install`] and the histogram buckets.
 //! - [`pools`]: [`PoolGauges`], in-use and idle connections per tenant pool and the catalog's.
 //! - [`health`]: [`Readiness`] (named dependency checks with a timeout), [`routes`],
-//!   [`OpsServer`].
+//!   [`serve`].
 
 pub mod health;
 pub mod pools;
 pub mod recorder;
 
-pub use health::{CheckError, DependencyState, Ops, OpsServer, Readiness, ReadinessReport, routes};
+pub use health::{CheckError, DependencyState, Ops, Readiness, ReadinessReport, ServeError, routes, serve};
 pub use pools::PoolGauges;

@@ -236,6 +236,7 @@ impl SourceActivities {
     ) -> Result<FetchOutcome, ActivityError> {
         let tenant_id = input.tenant_id;
         let content_id = input.report_content.id;
+        let _active = crate::metrics::ActiveLoop::start();
         // A child of the CDC worker's span that started the workflow: one trace per report.
         let span = tracing::info_span!("pollSource", %tenant_id, %content_id, source = %input.report_content.source);
         trace_context::follow(&span, input.trace_parent.as_ref());
@@ -244,7 +245,10 @@ impl SourceActivities {
             .instrument(span)
             .await;
         match &result {
-            Ok(outcome) => tracing::info!(%tenant_id, %content_id, ?outcome, "pollSource finished"),
+            Ok(outcome) => {
+                crate::metrics::finished(outcome);
+                tracing::info!(%tenant_id, %content_id, ?outcome, "pollSource finished");
+            }
             Err(ActivityError::Cancelled { .. }) => {
                 tracing::info!(%tenant_id, %content_id, "pollSource cancelled; Temporal retries it elsewhere")
             }
@@ -400,9 +404,14 @@ impl SourceActivities {
             })
             .unwrap_or_default();
         let mut backoff = Backoff::new(self.policy.poll_interval);
+        // When the next pass should start: the previous one's end plus its wait.
+        let mut planned: Option<std::time::Instant> = None;
         loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
+            }
+            if let Some(at) = planned.take() {
+                crate::metrics::poll_lag(at.elapsed());
             }
             let pass = self.pass(pool, tenant_id, original.id, progress.clone(), backoff);
             match heartbeating(ctx, &progress, self.policy.pass_bound(), pass).await? {
@@ -414,6 +423,7 @@ impl SourceActivities {
                 } => {
                     progress = next;
                     backoff = next_backoff;
+                    planned = Some(std::time::Instant::now() + wait);
                     pause(ctx, &progress, wait).await?;
                 }
             }
@@ -452,6 +462,7 @@ impl SourceActivities {
             }
             Some(job_id) => self.sources.status(&content.source, job_id).await,
         };
+        crate::metrics::source_answer(&content.source, &answer);
         // 3. Act on the decision. The wait never outlasts the deadline, so a content is failed
         //    at its deadline, not up to a backoff later.
         let wait = match next_step(answer, &mut progress, &mut backoff, &self.policy) {

@@ -33,13 +33,16 @@
 //! # Layout
 //! - [`workflows`]: the workflow (deterministic code only), its input and outcome.
 //! - [`activities`]: [`SourceActivities`] and its `pollSource` loop, [`FetchPolicy`].
+//! - [`metrics`]: poll loops and slots, poll lag, source answers by class, contents finished.
 //! - [`settings`]: [`InvalidSetting`] (a refused setting, named) and `SOURCE_MAX_BODY`'s parser.
 //! - [`source_client`]: `SOURCES_CONFIG`, the HTTP client of the sources, answer classification.
 //! - [`starter`]: [`WorkflowStarter`], idempotent workflow starts for CDC and the reconciler.
-//! - [`temporal`]: [`TemporalSettings`], [`connect`] and [`connect_waiting`] (waits for Temporal).
+//! - [`temporal`]: [`TemporalSettings`], [`connect`], [`connect_waiting`] (waits for Temporal)
+//!   and [`TemporalProbe`] (readiness).
 //! - [`worker`]: [`run_worker`], the worker with graceful shutdown.
 
 pub mod activities;
+pub mod metrics;
 pub mod settings;
 pub mod source_client;
 pub mod starter;
@@ -51,7 +54,7 @@ pub use activities::{FetchPolicy, FetchPolicyError, PollProgress, SourceActiviti
 pub use settings::{InvalidSetting, parse_byte_size};
 pub use source_client::{SourceClient, SourceError, SourcesConfig, SourcesConfigError, classify_answer};
 pub use starter::{StartError, StartOutcome, WorkflowStarter, workflow_id};
-pub use temporal::{ConnectError, TemporalSettings, connect, connect_waiting};
+pub use temporal::{ConnectError, ProbeError, TemporalProbe, TemporalSettings, connect, connect_waiting};
 /// The URL type of [`TemporalSettings::address`], re-exported so callers need no `url` dependency.
 pub use url::Url;
 pub use worker::run_worker;

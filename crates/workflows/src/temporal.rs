@@ -110,3 +110,50 @@ pub async fn connect_waiting(settings: &TemporalSettings, shutdown: &Cancellatio
         attempt = attempt.saturating_add(1);
     }
 }
+
+/// Temporal's part of a process's readiness, on a connection of its own: it answers before the
+/// role's own client exists (a worker still waiting for Temporal is alive but not ready), and
+/// says what the frontend says now, not what a connection remembers.
+pub struct TemporalProbe {
+    settings: TemporalSettings,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+/// Why a [`TemporalProbe`] check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No connection could be made yet.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The health check failed: the server is down, or answered an error.
+    #[error("Temporal's health check failed")]
+    Health(#[source] temporalio_client::tonic::Status),
+}
+
+impl TemporalProbe {
+    /// A probe of the settings' server; connects on its first check.
+    pub fn new(settings: TemporalSettings) -> Self {
+        Self {
+            settings,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// One gRPC health check of the frontend (connecting first if no connection was made yet;
+    /// the connection then reconnects by itself after an outage).
+    ///
+    /// # Errors
+    /// [`ProbeError`].
+    pub async fn check(&self) -> Result<(), ProbeError> {
+        use temporalio_client::tonic::IntoRequest as _;
+        use temporalio_common::protos::grpc::health::v1::HealthCheckRequest;
+        let client = self.client.get_or_try_init(|| connect(&self.settings)).await?;
+        client
+            .connection()
+            .health_service()
+            .check(HealthCheckRequest::default().into_request())
+            .await
+            .map(drop)
+            .map_err(ProbeError::Health)
+    }
+}

@@ -11,6 +11,8 @@ use liquidity_core::accounts::{Accounts, HashLimits, PasswordHasher};
 use crate::args::ApiArgs;
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
+    // Before anything records: `/metrics` is served on the API's own port (see the router).
+    liquidity_observability::recorder::install().context("cannot install the metrics recorder")?;
     let registry = args.tenancy.registry()?;
     let catalog = args.catalog.pool()?;
     let tokens = TokenService::new(&args.jwt_secret, args.jwt_ttl)?;

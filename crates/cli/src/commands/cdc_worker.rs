@@ -1,14 +1,16 @@
 //! `liquidity cdc-worker`: the Pub/Sub consumer of Debezium events, plus the reconciler.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use liquidity_cdc::CdcDeps;
 use liquidity_cdc::consumer::{ConsumerSettings, run_consumer};
-use liquidity_cdc::pubsub::PubSubSettings;
+use liquidity_cdc::pubsub::{PubSubSettings, SubscriptionProbe};
 use liquidity_cdc::reconciler::{Reconciler, ReconcilerSettings};
-use liquidity_workflows::WorkflowStarter;
+use liquidity_observability::{Ops, PoolGauges, Readiness};
+use liquidity_workflows::{TemporalProbe, WorkflowStarter};
 
 use super::workflow_worker::TemporalArgs;
 use crate::args::TenancyArgs;
@@ -49,6 +51,10 @@ pub struct CdcWorkerArgs {
     /// same. At least 1s, less than 24h.
     #[arg(long, env = "SOURCE_DEADLINE", value_parser = humantime::parse_duration, default_value = "1h")]
     pub source_deadline: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` (Pub/Sub and Temporal reachable) are served.
+    /// Scraped from inside the network only: do not publish it.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
 }
 
 /// The CDC worker's validated settings.
@@ -160,6 +166,21 @@ pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let registry = args.tenancy.registry()?;
     let temporal = args.temporal.settings()?;
+    let pubsub = args.pubsub.settings();
+    // Served from the start: a worker waiting for Temporal is alive, and says it is not ready.
+    let pubsub_probe = Arc::new(SubscriptionProbe::new(&pubsub).await?);
+    let temporal_probe = Arc::new(TemporalProbe::new(temporal.clone()));
+    let readiness = Readiness::new()
+        .check("pubsub", move || {
+            let probe = pubsub_probe.clone();
+            async move { probe.check().await }
+        })
+        .check("temporal", move || {
+            let probe = temporal_probe.clone();
+            async move { probe.check().await }
+        });
+    let pools = PoolGauges::new(registry.clone());
+    liquidity_observability::serve(args.metrics_addr, Ops { readiness, pools }).await?;
     let shutdown = super::shutdown_token();
     // Temporal may still be booting (or restarting): wait for it, logging, instead of exiting.
     let Some(client) = liquidity_workflows::connect_waiting(&temporal, &shutdown).await else {
@@ -172,7 +193,7 @@ pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
         starter: WorkflowStarter::new(client, temporal.task_queue),
     });
     let reconciler = tokio::spawn(Reconciler::new(deps.clone(), settings.reconciler).run(shutdown.clone()));
-    let consumed = run_consumer(args.pubsub.settings(), settings.consumer, deps, shutdown.clone()).await;
+    let consumed = run_consumer(pubsub, settings.consumer, deps, shutdown.clone()).await;
     // The consumer only returns early on a fatal error: stop the reconciler too.
     shutdown.cancel();
     reconciler.await.context("reconciler task failed")?;

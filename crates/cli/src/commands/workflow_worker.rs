@@ -1,12 +1,16 @@
 //! `liquidity workflow-worker`: the Temporal worker that fetches report contents from the
 //! source servers (the `fetchReportContent` workflow and its `pollSource` activity).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use liquidity_observability::{Ops, PoolGauges, Readiness};
 use liquidity_workflows::worker::validate_max_activities;
 use liquidity_workflows::{
-    FetchPolicy, SourceActivities, SourceClient, SourcesConfig, TemporalSettings, Url, parse_byte_size, run_worker,
+    FetchPolicy, SourceActivities, SourceClient, SourcesConfig, TemporalProbe, TemporalSettings, Url, parse_byte_size,
+    run_worker,
 };
 
 use crate::args::TenancyArgs;
@@ -86,6 +90,10 @@ pub struct WorkflowWorkerArgs {
     /// sleeps, so a thousand cost little. 1..=10000.
     #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = 1000)]
     pub worker_max_activities: usize,
+    /// Where `/metrics`, `/healthz` and `/readyz` (Temporal reachable) are served. Scraped from
+    /// inside the network only: do not publish it.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_addr: SocketAddr,
 }
 
 impl WorkflowWorkerArgs {
@@ -115,6 +123,15 @@ pub async fn run(args: WorkflowWorkerArgs) -> anyhow::Result<()> {
     let settings = args.temporal.settings()?;
     let registry = args.tenancy.registry()?;
     let activities = SourceActivities::new(registry.clone(), client, policy);
+    // Served from the start: a worker waiting for Temporal is alive, and says it is not ready.
+    let temporal_probe = Arc::new(TemporalProbe::new(settings.clone()));
+    let readiness = Readiness::new().check("temporal", move || {
+        let probe = temporal_probe.clone();
+        async move { probe.check().await }
+    });
+    let pools = PoolGauges::new(registry.clone());
+    liquidity_observability::serve(args.metrics_addr, Ops { readiness, pools }).await?;
+    liquidity_workflows::metrics::activity_slots(max_activities);
     let shutdown = super::shutdown_token();
     let result = run_worker(&settings, activities, max_activities, shutdown).await;
     registry.close().await;

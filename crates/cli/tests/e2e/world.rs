@@ -60,6 +60,9 @@ pub struct World {
     pubsub_port: u16,
     dir: PathBuf,
     procs: HashMap<&'static str, Proc>,
+    /// Base URL of each role's `/metrics`, `/healthz` and `/readyz`: the API's own port, the
+    /// workers' `METRICS_ADDR`.
+    ops: HashMap<&'static str, String>,
 }
 
 impl World {
@@ -78,6 +81,7 @@ impl World {
             pubsub_port: free_port(),
             task_queue,
             procs: HashMap::new(),
+            ops: HashMap::new(),
             dbs,
             dir,
         };
@@ -106,6 +110,7 @@ impl World {
                 ("RECONCILE_STALE_AFTER", stale_after.to_owned()),
             ]);
             cdc.envs(options.cdc_env.clone());
+            cdc.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, cdc);
         }
         for name in ["workflow-worker", "workflow-worker-2"]
@@ -118,6 +123,7 @@ impl World {
                 .env("SOURCES_CONFIG", &sources)
                 .env("POLL_INTERVAL", "1s")
                 .envs(options.workflow_env.clone());
+            workflows.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, workflows);
         }
         let mut api = world.liquidity("api");
@@ -131,6 +137,7 @@ impl World {
             ("TRUSTED_PROXIES", "127.0.0.1".to_owned()),
         ]);
         api.envs(options.api_env);
+        world.ops.insert("api", world.api.clone());
         world.spawn("api", api);
         world.wait_http(&format!("{}/healthz", world.api), "the API").await;
         // The CDC worker creates topic and subscription; Debezium may only start after that,
@@ -138,6 +145,18 @@ impl World {
         world.wait_subscription().await;
         world.start_relay(&tenants_config, &pubsub).await;
         world
+    }
+
+    /// A free `host:port` for a worker's `METRICS_ADDR`, remembered as its operations URL.
+    fn ops_addr(&mut self, name: &'static str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.ops.insert(name, format!("http://{addr}"));
+        addr
+    }
+
+    /// `PATH` (`/metrics`, `/healthz`, `/readyz`) of a role's operations endpoints.
+    pub fn ops_url(&self, name: &str, path: &str) -> String {
+        format!("{}{path}", self.ops[name])
     }
 
     fn liquidity(&self, role: &str) -> Command {

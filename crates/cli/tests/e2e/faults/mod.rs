@@ -11,6 +11,7 @@
 //! they never run beside other tests).
 
 mod invariants;
+mod readiness;
 mod tap;
 
 use std::time::Duration;

@@ -1,0 +1,104 @@
+//! What the workflow worker counts, for `/metrics`.
+//!
+//! - `lqdty_workflow_poll_loops_active`: `pollSource` attempts running in this process (each
+//!   holds one activity slot), and `lqdty_workflow_activity_slots` the slots it has
+//!   (`WORKER_MAX_ACTIVITIES`): active = slots means new contents wait for a slot.
+//! - `lqdty_workflow_poll_lag_seconds`: how much later than planned each poll pass starts
+//!   (planned: the end of the previous pass plus its wait). Milliseconds when healthy; seconds
+//!   mean the worker is starved (CPU, runtime, tenant connections).
+//! - `lqdty_workflow_source_answers_total{source, class}`: every answer of a source, by class:
+//!   `completed`, `in_progress`, `transient_status` (5xx, 408, 429), `transient_transport`
+//!   (refused, reset, timeout), `bad_status` (4xx), `bad_redirect`, `bad_too_large`,
+//!   `bad_malformed`, `bad_completed_without_data`, `job_lost`, `unknown_source`.
+//! - `lqdty_workflow_contents_finished_total{status}`: `pollSource` attempts that ended a
+//!   content: `completed`, `failed`, or `already_finished`/`gone` (a retry or a duplicate found
+//!   nothing to do).
+//!
+//! `source` is a source of `SOURCES_CONFIG` (`unknown` for a content naming another), so the
+//! label set is bounded by configuration.
+
+use std::time::Duration;
+
+use liquidity_core::sources::{JobState, JobStatus};
+
+use crate::source_client::{BadAnswer, SourceError, Transient};
+use crate::workflows::FetchOutcome;
+
+/// `lqdty_workflow_poll_loops_active`.
+pub const POLL_LOOPS_ACTIVE: &str = "lqdty_workflow_poll_loops_active";
+/// `lqdty_workflow_activity_slots`.
+pub const ACTIVITY_SLOTS: &str = "lqdty_workflow_activity_slots";
+/// `lqdty_workflow_poll_lag_seconds`.
+pub const POLL_LAG: &str = "lqdty_workflow_poll_lag_seconds";
+/// `lqdty_workflow_source_answers_total`.
+pub const SOURCE_ANSWERS: &str = "lqdty_workflow_source_answers_total";
+/// `lqdty_workflow_contents_finished_total`.
+pub const CONTENTS_FINISHED: &str = "lqdty_workflow_contents_finished_total";
+
+/// Counts one running poll loop while it lives.
+pub struct ActiveLoop(());
+
+impl ActiveLoop {
+    /// A poll loop starts.
+    pub fn start() -> Self {
+        metrics::gauge!(POLL_LOOPS_ACTIVE).increment(1);
+        Self(())
+    }
+}
+
+impl Drop for ActiveLoop {
+    fn drop(&mut self) {
+        metrics::gauge!(POLL_LOOPS_ACTIVE).decrement(1);
+    }
+}
+
+/// Publishes this worker's activity slots.
+pub fn activity_slots(slots: usize) {
+    metrics::gauge!(ACTIVITY_SLOTS).set(slots as f64);
+}
+
+/// A pass started `lag` after it was planned.
+pub fn poll_lag(lag: Duration) {
+    metrics::histogram!(POLL_LAG).record(lag);
+}
+
+/// The `class` label of a source's answer.
+pub fn answer_class(answer: &Result<JobStatus, SourceError>) -> &'static str {
+    match answer {
+        Ok(JobStatus {
+            status: JobState::Completed,
+            ..
+        }) => "completed",
+        Ok(_) => "in_progress",
+        Err(SourceError::Transient(Transient::Status(_))) => "transient_status",
+        Err(SourceError::Transient(Transient::Transport(_))) => "transient_transport",
+        Err(SourceError::BadAnswer(BadAnswer::Status(_))) => "bad_status",
+        Err(SourceError::BadAnswer(BadAnswer::Redirect { .. })) => "bad_redirect",
+        Err(SourceError::BadAnswer(BadAnswer::TooLarge { .. })) => "bad_too_large",
+        Err(SourceError::BadAnswer(BadAnswer::MalformedBody(_))) => "bad_malformed",
+        Err(SourceError::BadAnswer(BadAnswer::CompletedWithoutData { .. })) => "bad_completed_without_data",
+        Err(SourceError::JobLost { .. }) => "job_lost",
+        Err(SourceError::UnknownSource(_)) => "unknown_source",
+    }
+}
+
+/// Counts an answer of `source`.
+pub fn source_answer(source: &str, answer: &Result<JobStatus, SourceError>) {
+    let source = match answer {
+        // The one answer given without the source being configured: not a label value.
+        Err(SourceError::UnknownSource(_)) => "unknown".to_owned(),
+        _ => source.to_owned(),
+    };
+    metrics::counter!(SOURCE_ANSWERS, "source" => source, "class" => answer_class(answer)).increment(1);
+}
+
+/// Counts how a `pollSource` attempt ended a content.
+pub fn finished(outcome: &FetchOutcome) {
+    let status = match outcome {
+        FetchOutcome::Completed => "completed",
+        FetchOutcome::Failed { .. } => "failed",
+        FetchOutcome::AlreadyFinished => "already_finished",
+        FetchOutcome::Gone => "gone",
+    };
+    metrics::counter!(CONTENTS_FINISHED, "status" => status).increment(1);
+}
