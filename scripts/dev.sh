@@ -6,7 +6,8 @@
 #   up       install what is missing, start everything that is not running, print the URLs and a
 #            curl walk-through (register, login, me, startReport, reportStatus, report)
 #   down     stop the services, the relay and the dev stack (and the stack's supervisord)
-#   status   every process: supervisor state, pid, uptime, restart count, port, memory
+#   status   every process: supervisor state, pid, uptime, restart count, port, memory; the
+#            relay's engines (state, last published LSN) and each replication slot's lag in bytes
 #   logs     follow all logs, or only NAME's (api, cdc-worker, workflow-worker, sources, relay,
 #            postgres, pubsub, temporal)
 #
@@ -179,8 +180,9 @@ cmd_up() {
   log "provision + migrate in $(since "$t1")s"
 
   t1=$(now)
-  # only provision and the relay need Debezium's password: the roles drop it (app.conf.in)
-  "$STACK" relay-up
+  # only provision and the relay need Debezium's password: the roles drop it (app.conf.in).
+  # relay-up creates the Pub/Sub topics and renders the relay's config with this binary.
+  LQDTY_BIN=$BIN "$STACK" relay-up
   log "relay in $(since "$t1")s"
 
   t1=$(now)
@@ -195,6 +197,7 @@ cmd_down() { "$STACK" down; }
 
 cmd_status() {
   "$STACK" status
+  "$STACK" relay-status
   if curl -sf "http://$API_ADDR/healthz" >/dev/null 2>&1; then echo "api healthz: ok (http://$API_ADDR)"; fi
 }
 

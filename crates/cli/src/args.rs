@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,12 @@ pub enum Command {
     WorkflowWorker(crate::commands::workflow_worker::WorkflowWorkerArgs),
     /// Run the simulator of the three external source servers (real HTTP servers).
     Sources(crate::commands::sources::SourcesArgs),
+    /// Render Debezium's configuration from TENANTS_CONFIG: JSON for the local relay on stdout,
+    /// or one Debezium Server application.properties per tenant.
+    CdcConfig(CdcConfigArgs),
+    /// Create the Pub/Sub topics and subscriptions of the CDC path (change events, dead
+    /// letters) where missing. Idempotent; the one place they are created.
+    PubsubSetup(crate::commands::cdc_worker::PubSubArgs),
 }
 
 /// Logging and traces.
@@ -204,4 +211,59 @@ pub struct ProvisionArgs {
     /// Password of CDC_DATABASE_USER.
     #[arg(long, env = "CDC_DATABASE_PASSWORD", hide_env_values = true)]
     pub cdc_database_password: Option<SecretString>,
+}
+
+/// What `liquidity cdc-config` renders.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CdcConfigFormat {
+    /// JSON on stdout for `cdc/relay/relay.py`; holds passwords.
+    Relay,
+    /// `<out-dir>/<tenant name>/application.properties` for Debezium Server, one per tenant.
+    DebeziumServer,
+}
+
+/// `liquidity cdc-config`.
+#[derive(Args)]
+pub struct CdcConfigArgs {
+    /// What to render.
+    #[arg(long, value_enum)]
+    pub format: CdcConfigFormat,
+    /// Where the Debezium Server files go (`--format debezium-server`).
+    #[arg(long, required_if_eq("format", "debezium-server"))]
+    pub out_dir: Option<PathBuf>,
+    /// JSON tenant registry (as for every role).
+    #[arg(long, env = "TENANTS_CONFIG", hide_env_values = true)]
+    pub tenants_config: String,
+    /// Replication role of Debezium; replaces the user of every databaseUrl, which owns its
+    /// database. Unset: each databaseUrl's own user.
+    #[arg(long, env = "CDC_DATABASE_USER")]
+    pub cdc_database_user: Option<String>,
+    /// Password of CDC_DATABASE_USER: written into the relay's JSON, and into Debezium Server
+    /// files only with --inline-secrets.
+    #[arg(long, env = "CDC_DATABASE_PASSWORD", hide_env_values = true)]
+    pub cdc_database_password: Option<SecretString>,
+    /// `host:port` of the Pub/Sub emulator; unset means Google Pub/Sub.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pub pubsub_emulator_host: Option<String>,
+    /// Google Cloud project of the topics.
+    #[arg(long, env = "PUBSUB_PROJECT", default_value = "lqdty-local")]
+    pub pubsub_project: String,
+    /// Topic of the change events.
+    #[arg(long, env = "PUBSUB_TOPIC", default_value = "tenant-cdc")]
+    pub pubsub_topic: String,
+    /// Topic of the events Pub/Sub can never accept (the relay's dead letters).
+    #[arg(long, env = "PUBSUB_DLQ_TOPIC", default_value = "tenant-cdc-dlq")]
+    pub pubsub_dlq_topic: String,
+    /// Debezium Server's offsets store, e.g. `jdbc:postgresql://host:5432/cdc`. Unset: each
+    /// tenant's own database (the replication role then needs CREATE on its public schema).
+    #[arg(long, env = "CDC_OFFSETS_JDBC_URL")]
+    pub cdc_offsets_jdbc_url: Option<String>,
+    /// User of CDC_OFFSETS_JDBC_URL. Unset: the database user above.
+    #[arg(long, env = "CDC_OFFSETS_USER")]
+    pub cdc_offsets_user: Option<String>,
+    /// Write passwords into the Debezium Server files (local tries only). Without it they
+    /// reference ${TENANT_DB_PASSWORD} and ${CDC_OFFSETS_PASSWORD}, which each instance reads
+    /// from its environment (a secret).
+    #[arg(long, env = "CDC_INLINE_SECRETS", default_value_t = false)]
+    pub inline_secrets: bool,
 }

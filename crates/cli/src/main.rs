@@ -33,6 +33,8 @@ async fn main() -> std::process::ExitCode {
         Command::CdcWorker(args) => commands::cdc_worker::run(args).await,
         Command::WorkflowWorker(args) => commands::workflow_worker::run(args).await,
         Command::Sources(args) => commands::sources::run(args).await,
+        Command::CdcConfig(args) => commands::cdc_config::run(args),
+        Command::PubsubSetup(args) => commands::pubsub_setup::run(args).await,
     };
     let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

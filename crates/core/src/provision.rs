@@ -180,9 +180,7 @@ impl ProvisionPlan {
 
 fn owner_of(options: &PgConnectOptions, tenant: bool) -> Result<DatabaseOwner, ProvisionError> {
     let database = options.get_database().unwrap_or_default().to_owned();
-    // sqlx keeps the password private; its URL form carries it percent-encoded.
-    let url = options.to_url_lossy();
-    let password = percent_decode(url.password().unwrap_or_default());
+    let password = db::password(options);
     let role = options.get_username().to_owned();
     if role.is_empty() || password.is_empty() {
         return Err(ProvisionError::MissingCredentials { database });
@@ -192,30 +190,6 @@ fn owner_of(options: &PgConnectOptions, tenant: bool) -> Result<DatabaseOwner, P
         owner: RoleLogin::new(role, password),
         tenant,
     })
-}
-
-/// Decodes `%XX` escapes; anything malformed is kept as written.
-fn percent_decode(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Makes the server of `admin` match the plan; running it again changes nothing.

@@ -3,7 +3,7 @@
 //!
 //! `scripts/test.sh --bench` runs it (it brings up the test stack); `cargo bench -p liquidity --bench
 //! pipeline -- <scenario>...` with the test stack's `LQDTY_TEST_*` exported does the same.
-//! Scenarios: `auth`, `latency`, `capacity`, `login-flood` (all when none is named). Results go
+//! Scenarios: `auth`, `latency`, `capacity`, `login-flood`, `relay` (all when none is named). Results go
 //! to stdout and are quoted in the README. One module per scenario; `stats` holds the load
 //! generator and the figures they print.
 
@@ -17,6 +17,7 @@ mod auth;
 mod capacity;
 mod latency;
 mod login_flood;
+mod relay;
 mod stats;
 
 #[tokio::main]
@@ -34,5 +35,8 @@ async fn main() {
     }
     if runs("login-flood") {
         login_flood::run().await;
+    }
+    if runs("relay") {
+        relay::run().await;
     }
 }

@@ -150,7 +150,7 @@ pub struct PubSubArgs {
 }
 
 impl PubSubArgs {
-    fn settings(&self) -> PubSubSettings {
+    pub(crate) fn settings(&self) -> PubSubSettings {
         PubSubSettings {
             emulator_host: self.pubsub_emulator_host.clone(),
             project: self.pubsub_project.clone(),

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod api;
+pub mod cdc_config;
 pub mod cdc_worker;
 pub mod migrate;
 pub mod provision;
+pub mod pubsub_setup;
 pub mod schema;
 pub mod sources;
 pub mod tenants;

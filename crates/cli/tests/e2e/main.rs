@@ -8,5 +8,6 @@
 mod faults;
 mod operations;
 mod pipeline;
+mod relay;
 mod traces;
 mod world;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use liquidity_test_support::{TestDatabases, wait_until};
+use liquidity_test_support::TestDatabases;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
@@ -58,35 +58,47 @@ pub struct World {
     pub http: reqwest::Client,
     pub task_queue: String,
     pubsub_port: u16,
+    /// The relay's `GET /status` URL.
+    pub relay_status: String,
     dir: PathBuf,
     procs: HashMap<&'static str, Proc>,
-    /// Base URL of each role's `/metrics`, `/healthz` and `/readyz`: the API's own port, the
-    /// workers' `METRICS_ADDR`.
-    ops: HashMap<&'static str, String>,
 }
 
 impl World {
-    pub async fn start(options: Options) -> Self {
+    /// Fresh databases and a log directory; nothing runs yet.
+    async fn new() -> Self {
         liquidity_test_support::init_tracing();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dbs = TestDatabases::create(3, 10).await;
         let dir = std::env::temp_dir().join(format!("lqdty-e2e-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("relay")).unwrap();
-        let api_port = free_port();
-        let task_queue = format!("e2e-{}", uuid::Uuid::new_v4().simple());
-        let mut world = Self {
+        let world = Self {
             clients: std::sync::atomic::AtomicU32::new(0),
-            api: format!("http://127.0.0.1:{api_port}"),
+            api: format!("http://127.0.0.1:{}", free_port()),
             http: reqwest::Client::new(),
             pubsub_port: free_port(),
-            task_queue,
+            relay_status: format!("http://127.0.0.1:{}/status", free_port()),
+            task_queue: format!("e2e-{}", uuid::Uuid::new_v4().simple()),
             procs: HashMap::new(),
-            ops: HashMap::new(),
             dbs,
             dir,
         };
         eprintln!("e2e world logs: {}", world.dir.display());
+        world
+    }
 
+    /// Only what lies between PostgreSQL and Pub/Sub: the databases, the emulator with its
+    /// topics, and the relay (the relay benchmark).
+    pub async fn relay_only() -> Self {
+        let mut world = Self::new().await;
+        world.start_emulator().await;
+        let tenants_config = world.dbs.tenants_config(10);
+        world.start_relay(&tenants_config).await;
+        world
+    }
+
+    pub async fn start(options: Options) -> Self {
+        let mut world = Self::new().await;
         world.start_emulator().await;
         let sources = world.start_sources(&options.simulator);
         let tenants_config = world.dbs.tenants_config(10);
@@ -96,11 +108,7 @@ impl World {
             ("TEMPORAL_TASK_QUEUE", world.task_queue.clone()),
             ("LOG_LEVEL", "info,sqlx=warn,temporalio_sdk_core=warn".to_owned()),
         ];
-        let pubsub = [
-            ("PUBSUB_EMULATOR_HOST", format!("127.0.0.1:{}", world.pubsub_port)),
-            ("PUBSUB_PROJECT", PROJECT.to_owned()),
-            ("PUBSUB_TOPIC", TOPIC.to_owned()),
-        ];
+        let pubsub = world.pubsub_env();
         for name in ["cdc-worker", "cdc-worker-2"].into_iter().take(options.replicas.max(1)) {
             let mut cdc = world.liquidity("cdc-worker");
             let (interval, stale_after) = if options.reconciler { ("2s", "6s") } else { ("1h", "1h") };
@@ -110,7 +118,6 @@ impl World {
                 ("RECONCILE_STALE_AFTER", stale_after.to_owned()),
             ]);
             cdc.envs(options.cdc_env.clone());
-            cdc.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, cdc);
         }
         for name in ["workflow-worker", "workflow-worker-2"]
@@ -123,40 +130,59 @@ impl World {
                 .env("SOURCES_CONFIG", &sources)
                 .env("POLL_INTERVAL", "1s")
                 .envs(options.workflow_env.clone());
-            workflows.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, workflows);
         }
         let mut api = world.liquidity("api");
         api.envs(common).envs([
             ("CATALOG_DATABASE_URL", world.dbs.catalog_url()),
             ("JWT_SECRET", format!("e2e-secret-{}", uuid::Uuid::new_v4())),
-            ("LISTEN_ADDR", format!("127.0.0.1:{api_port}")),
+            ("LISTEN_ADDR", world.api.trim_start_matches("http://").to_owned()),
             // The harness plays a reverse proxy in front of many users: each user is its own
             // client address (`client_address`), as behind a real load balancer, so that the
             // per-IP limits of login and register apply per user, not to the whole harness.
             ("TRUSTED_PROXIES", "127.0.0.1".to_owned()),
         ]);
         api.envs(options.api_env);
-        world.ops.insert("api", world.api.clone());
         world.spawn("api", api);
         world.wait_http(&format!("{}/healthz", world.api), "the API").await;
-        // The CDC worker creates topic and subscription; Debezium may only start after that,
-        // or its first events would be published to a topic nobody subscribed to yet.
-        world.wait_subscription().await;
-        world.start_relay(&tenants_config, &pubsub).await;
+        world.start_relay(&tenants_config).await;
         world
     }
 
-    /// A free `host:port` for a worker's `METRICS_ADDR`, remembered as its operations URL.
-    fn ops_addr(&mut self, name: &'static str) -> String {
-        let addr = format!("127.0.0.1:{}", free_port());
-        self.ops.insert(name, format!("http://{addr}"));
-        addr
+    /// `host:port` of the world's Pub/Sub emulator.
+    pub fn pubsub_host(&self) -> String {
+        format!("127.0.0.1:{}", self.pubsub_port)
     }
 
-    /// `PATH` (`/metrics`, `/healthz`, `/readyz`) of a role's operations endpoints.
-    pub fn ops_url(&self, name: &str, path: &str) -> String {
-        format!("{}{path}", self.ops[name])
+    /// Where the world's Pub/Sub is, as every process that talks to it is told.
+    fn pubsub_env(&self) -> [(&'static str, String); 3] {
+        [
+            ("PUBSUB_EMULATOR_HOST", self.pubsub_host()),
+            ("PUBSUB_PROJECT", PROJECT.to_owned()),
+            ("PUBSUB_TOPIC", TOPIC.to_owned()),
+        ]
+    }
+
+    /// Runs a one-shot `liquidity` command to its end and returns its stdout.
+    fn run_liquidity(&self, args: &[&str], envs: &[(&str, String)]) -> Vec<u8> {
+        let output = self
+            .liquidity(args[0])
+            .args(&args[1..])
+            .envs(envs.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "liquidity {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
+    /// The topics and subscriptions, created as the scripts do after every emulator start:
+    /// before Debezium starts, or its first events would go to a topic nobody subscribed to.
+    fn pubsub_setup(&self) {
+        self.run_liquidity(&["pubsub-setup"], &self.pubsub_env());
     }
 
     fn liquidity(&self, role: &str) -> Command {
@@ -199,6 +225,7 @@ impl World {
             "the Pub/Sub emulator",
         )
         .await;
+        self.pubsub_setup();
     }
 
     fn start_sources(&mut self, overrides: &Value) -> String {
@@ -219,21 +246,31 @@ impl World {
         Value::Object(urls).to_string()
     }
 
-    async fn start_relay(&mut self, tenants_config: &str, pubsub: &[(&str, String)]) {
+    async fn start_relay(&mut self, tenants_config: &str) {
         let relay_dir = self.dir.join("relay");
         let ready = relay_dir.join("ready");
+        // The relay's configuration, rendered by `liquidity` as the scripts do. Debezium connects
+        // as the replication role, never as a tenant database's owner.
+        let mut envs = self.pubsub_env().to_vec();
+        envs.extend([
+            ("TENANTS_CONFIG", tenants_config.to_owned()),
+            ("CDC_DATABASE_USER", self.dbs.replication.role.clone()),
+            ("CDC_DATABASE_PASSWORD", self.dbs.replication.password.clone()),
+        ]);
+        let config = relay_dir.join("config.json");
+        std::fs::write(&config, self.run_liquidity(&["cdc-config", "--format", "relay"], &envs)).unwrap();
+        let status_addr = self
+            .relay_status
+            .trim_start_matches("http://")
+            .trim_end_matches("/status");
         let mut command = Command::new(Path::new(&env("LQDTY_TEST_VENV")).join("bin/python"));
         command
             .arg(env("LQDTY_TEST_RELAY"))
             .current_dir(&relay_dir)
-            .envs(pubsub.iter().cloned())
-            .env("TENANTS_CONFIG", tenants_config)
-            // Debezium connects as the replication role, never as a tenant database's owner.
-            .env("CDC_DATABASE_USER", &self.dbs.replication.role)
-            .env("CDC_DATABASE_PASSWORD", &self.dbs.replication.password)
+            .env("RELAY_CONFIG", &config)
             .env("RELAY_STATE_DIR", &relay_dir)
             .env("RELAY_READY_FILE", &ready)
-            .env("RELAY_CREATE_TOPIC", "1");
+            .env("RELAY_STATUS_ADDR", status_addr);
         self.spawn("relay", command);
         self.wait_relay_ready().await;
         // Least privilege: every slot streams as the replication role, not as a database owner.
@@ -277,23 +314,6 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    async fn wait_subscription(&self) {
-        let url = format!(
-            "http://127.0.0.1:{}/v1/projects/{PROJECT}/subscriptions/tenant-cdc-worker",
-            self.pubsub_port
-        );
-        let http = self.http.clone();
-        wait_until(
-            Duration::from_secs(60),
-            "the CDC worker to create its subscription",
-            || {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
-            },
-        )
-        .await;
     }
 
     fn assert_running(&mut self, name: &str) {
@@ -350,6 +370,7 @@ impl World {
                     "the Pub/Sub emulator",
                 )
                 .await;
+                self.pubsub_setup();
             }
             "relay" => self.wait_relay_ready().await,
             _ => {}

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::db::{self, DatabaseUrlError};
 use crate::ids::TenantId;
@@ -33,6 +33,44 @@ impl TenantConfig {
     pub fn database(&self) -> String {
         db::describe(&self.connect_options)
     }
+
+    /// The tenant database's address and login taken apart, for a connector configured field
+    /// by field (Debezium's `database.*` settings, rendered by `liquidity cdc-config`).
+    pub fn endpoint(&self) -> DatabaseEndpoint {
+        let options = &self.connect_options;
+        DatabaseEndpoint {
+            host: options.get_host().to_owned(),
+            port: options.get_port(),
+            database: options.get_database().unwrap_or_default().to_owned(),
+            user: options.get_username().to_owned(),
+            password: db::password(options),
+            ssl_mode: match options.get_ssl_mode() {
+                PgSslMode::Disable => "disable",
+                PgSslMode::Allow => "allow",
+                PgSslMode::Prefer => "prefer",
+                PgSslMode::Require => "require",
+                PgSslMode::VerifyCa => "verify-ca",
+                PgSslMode::VerifyFull => "verify-full",
+            },
+        }
+    }
+}
+
+/// Where a tenant database is and how to log in, field by field. Holds the password: never
+/// log it (no `Debug`).
+pub struct DatabaseEndpoint {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Login role.
+    pub user: String,
+    /// Its password; empty when the URL has none.
+    pub password: String,
+    /// libpq's `sslmode` spelling (`disable` ... `verify-full`), which Debezium takes too.
+    pub ssl_mode: &'static str,
 }
 
 impl fmt::Debug for TenantConfig {
@@ -272,6 +310,25 @@ mod tests {
         assert!(err.contains("scheme"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
         assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn the_endpoint_takes_the_url_apart_with_its_password_decoded() {
+        // Arrange
+        let json = format!(
+            r#"[{{"id":"{T1}","name":"t1","databaseUrl":"postgres://u:p%40ss@db.example:6432/lqdty_t1?sslmode=require"}}]"#
+        );
+
+        // Act
+        let endpoint = parse_tenants_config(&json).unwrap()[0].endpoint();
+
+        // Assert
+        assert_eq!(
+            (endpoint.host.as_str(), endpoint.port, endpoint.database.as_str()),
+            ("db.example", 6432, "lqdty_t1")
+        );
+        assert_eq!((endpoint.user.as_str(), endpoint.password.as_str()), ("u", "p@ss"));
+        assert_eq!(endpoint.ssl_mode, "require");
     }
 
     #[test]

@@ -8,5 +8,5 @@
 mod config;
 mod registry;
 
-pub use config::{TenantConfig, TenantsConfigError, parse_tenants_config};
+pub use config::{DatabaseEndpoint, TenantConfig, TenantsConfigError, parse_tenants_config};
 pub use registry::{PoolSettings, TenancyError, TenantRegistry};

@@ -12,7 +12,7 @@
 
 mod invariants;
 mod readiness;
-mod tap;
+pub mod tap;
 
 use std::time::Duration;
 
