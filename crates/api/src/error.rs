@@ -11,6 +11,7 @@ use liquidity_core::accounts::AccountError;
 use liquidity_core::tenancy::TenancyError;
 
 use crate::guard::shape::Refusal;
+use crate::live::SubscriptionLimit;
 
 /// One invalid input field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,11 @@ pub enum ApiError {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// `TOO_MANY_SUBSCRIPTIONS`: this connection or user already holds as many live
+    /// subscriptions as allowed; `extensions.scope` (`connection` or `user`) and
+    /// `extensions.limit` say which bound. Not a rate: a place frees up when another
+    /// subscription of theirs ends, so there is no `retryAfterSeconds`.
+    TooManySubscriptions(SubscriptionLimit),
     /// `INTERNAL`: logged with its cause chain, opaque to the client.
     Internal(anyhow::Error),
 }
@@ -97,6 +103,7 @@ impl ApiError {
             Self::OperationRefused(_) => "OPERATION_REFUSED",
             Self::RateLimited { .. } => RATE_LIMITED,
             Self::Unavailable { .. } => UNAVAILABLE,
+            Self::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -136,6 +143,19 @@ impl From<ApiError> for async_graphql::Error {
                     ext.set("code", code);
                     ext.set(RETRY_AFTER_SECONDS, retry_after_seconds(retry_after));
                 })
+            }
+            ApiError::TooManySubscriptions(limit) => {
+                let (scope, bound) = match limit {
+                    SubscriptionLimit::Connection(bound) => ("connection", bound),
+                    SubscriptionLimit::User(bound) => ("user", bound),
+                };
+                async_graphql::Error::new(format!("at most {bound} live subscriptions per {scope}")).extend_with(
+                    |_, ext| {
+                        ext.set("code", code);
+                        ext.set("scope", scope);
+                        ext.set("limit", bound);
+                    },
+                )
             }
             ApiError::Internal(e) => {
                 tracing::error!(error.cause_chain = ?e, error.message = %e, "internal error");

@@ -7,10 +7,11 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -54,6 +55,7 @@ struct AppState {
     tokens: TokenService,
     deps: ApiDeps,
     trusted_proxies: TrustedProxies,
+    graphiql: bool,
 }
 
 /// A bound, not yet serving, API server.
@@ -74,10 +76,11 @@ impl Application {
             tokens: deps.tokens.clone(),
             deps,
             trusted_proxies: settings.trusted_proxies.clone(),
+            graphiql: settings.graphiql,
         };
         Ok(Self {
             listener,
-            router: router(state, settings.graphiql),
+            router: router(state),
         })
     }
 
@@ -100,7 +103,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState, graphiql: bool) -> Router {
+fn router(state: AppState) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
@@ -125,15 +128,8 @@ fn router(state: AppState, graphiql: bool) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
-    // GET serves GraphiQL only: queries over GET are not executed, so no mutation can be
-    // triggered by a link or an <img> tag.
-    let graphql_route = if graphiql {
-        get(graphiql_page).post(graphql)
-    } else {
-        post(graphql)
-    };
     Router::new()
-        .route("/graphql", graphql_route)
+        .route("/graphql", get(graphql_get).post(graphql))
         .merge(liquidity_observability::routes(ops(&state.deps)))
         .layer(middleware)
         .with_state(state)
@@ -209,8 +205,24 @@ fn is_safe_request_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-async fn graphiql_page() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+/// `GET /graphql` never executes an operation from its URL, so no mutation can be triggered by
+/// a link or an `<img>` tag: it upgrades to a graphql-ws socket (subscriptions, authenticated
+/// in `connection_init`, see [`crate::socket`]) or serves GraphiQL, or answers 405 when
+/// GraphiQL is off.
+async fn graphql_get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => {
+            let client = state.trusted_proxies.client_of(peer, &headers);
+            crate::socket::upgrade(upgrade, &headers, state.schema, state.tokens, client)
+        }
+        Err(_) if state.graphiql => Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response(),
+        Err(_) => (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response(),
+    }
 }
 
 /// `/healthz`, `/readyz` and `/metrics` on the API's own port. Ready when the catalog answers:

@@ -8,6 +8,9 @@
 //! - [`TestDatabases`]: a fresh catalog plus N tenant databases and their `TENANTS_CONFIG`.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
 //! - [`init_tracing`]: quiet test logs unless `TEST_LOG` is set.
+//! - [`graphql_ws`]: a graphql-ws client over a real websocket (subscription tests).
+
+pub mod graphql_ws;
 
 use std::future::Future;
 use std::sync::Once;

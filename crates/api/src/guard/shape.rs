@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use async_graphql::Name;
 use async_graphql::parser::Positioned;
-use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+};
 
 /// Root fields that cost a password hash or start background work: `register` and `login`
 /// hash (argon2id, 19 MiB and ~20 ms each), `startReport` starts three workflows. Aliases
@@ -51,6 +53,12 @@ pub enum Refusal {
     Introspection(&'static str),
     /// Fragments that expand past what the check walks.
     TooLarge,
+    /// A subscription selecting other than exactly one root field (GraphQL's "single root
+    /// field" rule): one socket message, one subscription, one slot of the bounds.
+    SubscriptionRootFields(usize),
+    /// The operation came over the wrong transport: subscriptions only over graphql-ws,
+    /// queries and mutations only over `POST /graphql`.
+    Transport(&'static str),
 }
 
 impl Refusal {
@@ -58,10 +66,11 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::CostlyFields { .. } => "costlyFields",
-            Self::RootFields(_) => "rootFields",
+            Self::RootFields(_) | Self::SubscriptionRootFields(_) => "rootFields",
             Self::Depth(_) => "depth",
             Self::Introspection(_) => "introspection",
             Self::TooLarge => "size",
+            Self::Transport(_) => "transport",
         }
     }
 
@@ -80,6 +89,10 @@ impl Refusal {
             Self::Depth(n) => format!("an operation may be at most {MAX_DEPTH} levels deep; found {n}"),
             Self::Introspection(what) => format!("introspection refused: {what}"),
             Self::TooLarge => format!("the operation expands to more than {MAX_VISITS} selections"),
+            Self::SubscriptionRootFields(n) => {
+                format!("a subscription must select exactly one root field; found {n}")
+            }
+            Self::Transport(what) => (*what).to_owned(),
         }
     }
 }
@@ -131,6 +144,9 @@ pub fn check(document: &ExecutableDocument, introspection: bool) -> Result<(), R
     for (_, operation) in document.operations.iter() {
         let mut roots = Vec::new();
         walker.flatten(&operation.node.selection_set.node, &mut roots)?;
+        if operation.node.ty == OperationType::Subscription && roots.len() != 1 {
+            return Err(Refusal::SubscriptionRootFields(roots.len()));
+        }
         let costly: Vec<String> = roots
             .iter()
             .map(|(name, _)| name.as_str())
@@ -158,6 +174,39 @@ pub fn check(document: &ExecutableDocument, introspection: bool) -> Result<(), R
         }
     }
     Ok(())
+}
+
+/// Checks that the operation to run (the one named `operation_name`, or the only one) came
+/// over its transport: a subscription over graphql-ws, anything else over HTTP. Queries and
+/// mutations are refused on the socket so that they keep the HTTP path's protections (request
+/// timeout, 429/503 with `Retry-After`) and one way in; an operation that cannot be picked is
+/// left to execution, which refuses it with its own message.
+///
+/// # Errors
+/// [`Refusal::Transport`].
+pub fn check_transport(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    over_websocket: bool,
+) -> Result<(), Refusal> {
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let Some(operation) = operation else {
+        return Ok(());
+    };
+    match (operation.node.ty == OperationType::Subscription, over_websocket) {
+        (true, false) => Err(Refusal::Transport(
+            "subscriptions are served over the graphql-ws protocol (a websocket on /graphql)",
+        )),
+        (false, true) => Err(Refusal::Transport(
+            "queries and mutations go over HTTP POST /graphql; this socket serves subscriptions",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Whether some fragment spreads itself, directly or through others, at any depth.
@@ -367,6 +416,43 @@ mod tests {
     fn fragment_cycles_and_unknown_fragments_do_not_hang_the_check() {
         let query = "{ ...A ...Missing } fragment A on Query { me { ...B } } fragment B on User { ...A }";
         assert_eq!(check_query(query), Ok(()));
+    }
+
+    #[test]
+    fn a_subscription_selects_exactly_one_root_field() {
+        let one = "subscription { reportUpdated(id: \"x\") { status } }";
+        let two = "subscription { a: reportUpdated(id: \"x\") { status } b: reportUpdated(id: \"y\") { status } }";
+        assert_eq!(check_query(one), Ok(()));
+        assert_eq!(check_query(two), Err(Refusal::SubscriptionRootFields(2)));
+        assert_eq!(Refusal::SubscriptionRootFields(2).reason(), "rootFields");
+    }
+
+    #[test]
+    fn subscriptions_come_over_the_socket_only_and_everything_else_over_http_only() {
+        let document = |q: &str| async_graphql::parser::parse_query(q).unwrap();
+        let subscription = document("subscription { reportUpdated(id: \"x\") { status } }");
+        let query = document("{ me { id } }");
+        let both = document("query Q { me { id } } subscription S { reportUpdated(id: \"x\") { status } }");
+
+        assert_eq!(check_transport(&subscription, None, true), Ok(()));
+        assert_eq!(check_transport(&query, None, false), Ok(()));
+        assert!(matches!(
+            check_transport(&subscription, None, false),
+            Err(Refusal::Transport(_))
+        ));
+        assert!(matches!(
+            check_transport(&query, None, true),
+            Err(Refusal::Transport(_))
+        ));
+        // The operation picked by name decides, whatever else the document holds (GraphiQL
+        // sends its whole editor).
+        assert_eq!(check_transport(&both, Some("S"), true), Ok(()));
+        assert_eq!(check_transport(&both, Some("Q"), false), Ok(()));
+        assert!(matches!(
+            check_transport(&both, Some("Q"), true),
+            Err(Refusal::Transport(_))
+        ));
+        assert_eq!(check_transport(&both, None, true), Ok(()), "left to execution");
     }
 
     /// `getIntrospectionQuery()` of graphql-js 16 (the query GraphiQL's docs explorer sends),

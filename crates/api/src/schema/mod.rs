@@ -1,11 +1,12 @@
 //! The GraphQL schema, buildable without HTTP.
 
 mod reports;
+mod subscriptions;
 mod users;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 use liquidity_core::accounts::Accounts;
 use liquidity_core::tenancy::TenantRegistry;
 
@@ -13,6 +14,7 @@ use crate::auth::{Auth, Claims, TokenService};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::guard::OperationGuard;
+use crate::live::{LiveReports, SubscriptionLimits};
 use crate::metrics::RequestMetrics;
 use crate::throttle::IpThrottle;
 
@@ -44,19 +46,35 @@ pub struct QueryRoot(users::UsersQuery, reports::ReportsQuery);
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(users::UsersMutation, reports::ReportsMutation);
 
-/// The executable schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+/// Subscriptions of every module, served over the graphql-ws protocol on `/graphql`.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(subscriptions::ReportsSubscription);
 
-fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription).limit_complexity(MAX_COMPLEXITY)
+/// The executable schema.
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema with its dependencies. Each request must carry an [`Auth`] and a [`ClientIp`]
-/// as request data. Without `introspection`, `__schema` and `__type` are refused (production
-/// deployments that publish no schema).
+/// as request data (a websocket connection carries them as connection data, with its
+/// [`crate::live::ConnectionSubscriptions`]). Without `introspection`, `__schema` and
+/// `__type` are refused (production deployments that publish no schema).
+///
+/// The schema holds this process's [`LiveReports`]: build one schema per process, so that the
+/// per-user bound and the one `LISTEN` per tenant hold process-wide.
 pub fn build_schema(deps: ApiDeps, introspection: bool) -> AppSchema {
+    let live = Arc::new(LiveReports::new(deps.registry.clone(), SubscriptionLimits::default()));
     let builder = builder()
         .data(deps)
+        .data(live)
         .extension(OperationGuard { introspection })
         // After the guard, so that a refused operation is still labelled by its root field.
         .extension(RequestMetrics);

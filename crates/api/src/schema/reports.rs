@@ -85,14 +85,46 @@ impl From<reports::ReportContent> for ReportContent {
 
 /// The caller's claims, their tenant's pool and the parsed report id: what both report queries
 /// start from. The tenant comes from the verified token, never from the arguments.
-async fn caller_report<'a>(ctx: &Context<'a>, id: &ID) -> Result<(&'a Claims, &'a PgPool, ReportId), ApiError> {
+pub(super) async fn caller_report<'a>(
+    ctx: &Context<'a>,
+    id: &ID,
+) -> Result<(&'a Claims, &'a PgPool, ReportId), ApiError> {
     let claims = claims(ctx)?;
     let report_id = id.parse().map_err(|_| ApiError::bad_field("id", "must be a UUID"))?;
     let pool = deps(ctx)?.registry.pool(claims.tenant_id).await?;
     Ok((claims, pool, report_id))
 }
 
-const REPORT_NOT_FOUND: ApiError = ApiError::NotFound("report not found");
+pub(super) const REPORT_NOT_FOUND: ApiError = ApiError::NotFound("report not found");
+
+/// A report and its contents as stored, when it exists in the caller's tenant and the caller
+/// started it (what `report` answers and `reportUpdated` sends).
+pub(super) async fn load_report(
+    pool: &PgPool,
+    claims: &Claims,
+    report_id: ReportId,
+) -> Result<Option<(reports::Report, Vec<reports::ReportContent>)>, ApiError> {
+    let Some(report) = reports::find_report(pool, claims.tenant_id, claims.user_id, report_id).await? else {
+        return Ok(None);
+    };
+    let contents = reports::list_contents(pool, report.id).await?;
+    Ok(Some((report, contents)))
+}
+
+impl From<(reports::Report, Vec<reports::ReportContent>)> for Report {
+    fn from((report, contents): (reports::Report, Vec<reports::ReportContent>)) -> Self {
+        let status = reports::ReportStatus::of_report(report.finished_at, contents.iter().map(|c| c.status));
+        Self {
+            id: report.id.to_string().into(),
+            tenant_id: report.tenant_id.to_string().into(),
+            user_id: report.user_id.to_string().into(),
+            status: status.into(),
+            started_at: report.started_at,
+            finished_at: report.finished_at,
+            contents: contents.into_iter().map(Into::into).collect(),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct ReportsQuery;
@@ -114,21 +146,10 @@ impl ReportsQuery {
     /// One of the caller's reports with every source's content.
     async fn report(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Report> {
         let (claims, pool, report_id) = caller_report(ctx, &id).await?;
-        let report = reports::find_report(pool, claims.tenant_id, claims.user_id, report_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(REPORT_NOT_FOUND)?;
-        let contents = reports::list_contents(pool, report.id).await.map_err(ApiError::from)?;
-        let status = reports::ReportStatus::of_report(report.finished_at, contents.iter().map(|c| c.status));
-        Ok(Report {
-            id: report.id.to_string().into(),
-            tenant_id: report.tenant_id.to_string().into(),
-            user_id: report.user_id.to_string().into(),
-            status: status.into(),
-            started_at: report.started_at,
-            finished_at: report.finished_at,
-            contents: contents.into_iter().map(Into::into).collect(),
-        })
+        Ok(load_report(pool, claims, report_id)
+            .await?
+            .ok_or(REPORT_NOT_FOUND)?
+            .into())
     }
 }
 
@@ -138,6 +159,8 @@ pub struct ReportsMutation;
 #[Object]
 impl ReportsMutation {
     /// Starts a report for the caller: one content per source, fetched in the background.
+    // The root of the report's trace: its contents carry this span's context to the CDC worker.
+    #[tracing::instrument(name = "startReport", skip_all, fields(report_id = tracing::field::Empty))]
     async fn start_report(&self, ctx: &Context<'_>) -> async_graphql::Result<StartReportPayload> {
         let claims = claims(ctx)?;
         let pool = deps(ctx)?
@@ -148,12 +171,10 @@ impl ReportsMutation {
         let report_id = reports::create_report(pool, claims.tenant_id, claims.user_id, &REPORT_SOURCES)
             .await
             .map_err(ApiError::from)?;
+        tracing::Span::current().record("report_id", tracing::field::display(report_id));
         tracing::info!(%report_id, "report started");
         Ok(StartReportPayload {
             report_id: report_id.to_string().into(),
         })
     }
 }
-    // The root of the report's trace: its contents carry this span's context to the CDC worker.
-    #[tracing::instrument(name = "startReport", skip_all, fields(report_id = tracing::field::Empty))]
-        tracing::Span::current().record("report_id", tracing::field::display(report_id));

@@ -4,4 +4,5 @@ mod abuse;
 mod hardening;
 mod helpers;
 mod reports;
+mod subscriptions;
 mod users;

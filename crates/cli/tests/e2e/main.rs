@@ -6,6 +6,7 @@
 //! of its own of the test stack's Temporal. nextest runs these tests one at a time.
 
 mod faults;
+mod live;
 mod operations;
 mod pipeline;
 mod relay;

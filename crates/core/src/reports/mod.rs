@@ -17,6 +17,12 @@ use crate::ids::{ReportContentId, ReportId, TenantId, UserId};
 /// array). The workflow worker's `SOURCES_CONFIG` must give a URL for each of them.
 pub const REPORT_SOURCES: [&str; 3] = ["source_1", "source_2", "source_3"];
 
+/// The `LISTEN`/`NOTIFY` channel on which a tenant database announces a visible change of a
+/// report (a content's status or data, the report's `finished_at`), with the report id as the
+/// only payload. Sent by the triggers of the tenant migration `report_updated_notify`; the API
+/// listens to it to feed `reportUpdated` subscriptions.
+pub const REPORT_UPDATED_CHANNEL: &str = "report_updated";
+
 /// Status of a report content, and of a report as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "report_content_status", rename_all = "snake_case")]
