@@ -3,6 +3,7 @@
 mod accounts;
 mod helpers;
 mod migrations;
+mod notify;
 mod provision;
 mod reports;
 mod tenancy;
