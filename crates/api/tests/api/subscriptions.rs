@@ -56,6 +56,14 @@ impl TestApp {
         );
     }
 
+    /// Closes the tenant pools, waiting for the connections still being opened or used by
+    /// the subscriptions' reads. Without it, a connection left half-authenticated when the test's
+    /// runtime stops holds every `DROP DATABASE` of the server (this test's cleanup and other
+    /// tests') until PostgreSQL's `authentication_timeout` (60 s).
+    async fn close_pools(&self) {
+        self.registry.close().await;
+    }
+
     /// A poll of the workflow worker: `last_run_at` only.
     async fn touch(&self, token: &str, report: &str, source: &str) {
         let pool = self.registry.pool(self.claims(token).tenant_id).await.unwrap();
@@ -214,6 +222,7 @@ async fn a_connection_holds_at_most_ten_subscriptions_and_a_stopped_one_frees_it
         (Some("connection"), Some(10))
     );
     assert_eq!(report_of(&admitted)["id"], id.as_str());
+    app.close_pools().await;
 }
 
 #[tokio::test]
@@ -262,6 +271,7 @@ async fn a_client_that_disconnects_midway_gives_back_its_subscriptions() {
     app.complete(&user.token, &id, "source_1").await;
     let update = sockets[0].next_of("9").await;
     assert_eq!(statuses(report_of(&update))[0], "completed");
+    app.close_pools().await;
 }
 
 #[tokio::test]
