@@ -158,7 +158,8 @@ step_build() {
   cp -a "$root/context/." "$root/builder/"
   out=$root/out/liquidity
   (cd "$root/builder" && "$LQDTY_ROOT/docker/build.sh" app "$out")
-  "$out" --version
+  # a build of cargo-chef's skeleton (an empty main) would print nothing here
+  "$out" --version | grep -E '^liquidity [0-9]+\.[0-9]+\.[0-9]+' || die "build: $out is not the liquidity binary"
   "$TOOLS_VENV/bin/python" "$CHECKS/dockerfile_rules.py" "$LQDTY_ROOT" --check-binary "$out"
   log "build: $out ($(du -h "$out" | cut -f1)) in $(since "$t0")s"
 }
