@@ -12,7 +12,8 @@
 #                  end-to-end process tree (crates/cli/benches/pipeline/); scenarios after --
 #                  (auth, latency, capacity, login-flood; default all)
 #
-# Without --faults or --bench: fmt, clippy, every test but the fault suite, then the fault suite.
+# Without --faults or --bench: fmt, clippy, every test but the fault suite, the Docker checks,
+# then the fault suite.
 #
 # Fails fast: the first failing step ends the run with its exit code. The test stack is stopped on
 # every exit path (trap), keeping the exit code of the failing step. Under CI=true a stack this
@@ -120,4 +121,7 @@ fi
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step tests cargo nextest run --workspace --locked --profile ci -E "not $FAULTS" "${nextest_args[@]}"
+# The Docker path without a Docker engine: compose file, Dockerfiles, emulator shim, and the
+# rendered Debezium Server configs through the embedded engine (README: Docker).
+step docker scripts/docker-check.sh
 step faults cargo nextest run --workspace --locked --profile ci -E "$FAULTS" "${nextest_args[@]}"
