@@ -92,12 +92,38 @@ fn percent_decode(encoded: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A connection idle for less than this is handed out without a ping first (the bypass window
+/// of HikariCP's `aliveBypassWindowMs`, 500 ms there too).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
+
+/// Pool options that ping a connection before handing it out only when it sat idle for
+/// [`PING_IF_IDLE_FOR`] or longer.
+///
+/// sqlx pings every connection on acquire by default (`test_before_acquire`), and again when
+/// it is returned: two extra round trips per query on top of the query's one, which tripled the
+/// database round trips of a `reportStatus`. The ping on return stays (sqlx always does it, and
+/// it catches a connection left mid-query), so a connection reused within the window was
+/// alive a moment ago; one idle for longer, possibly across a server restart, is still checked
+/// and replaced when dead.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// A lazily connecting pool of the catalog database.
 ///
 /// The catalog is small and hot (every login), so a handful of connections is enough per
 /// API replica; see the README's connection budget.
 pub fn catalog_pool(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> PgPool {
-    PgPoolOptions::new()
+    pool_options()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options)

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::OnceCell;
 
 use super::TenantConfig;
@@ -117,7 +116,7 @@ impl TenantRegistry {
         slot.pool
             .get_or_try_init(|| async {
                 let config = &slot.config;
-                let pool = PgPoolOptions::new()
+                let pool = crate::db::pool_options()
                     .max_connections(config.max_connections)
                     .min_connections(0)
                     .acquire_timeout(self.settings.acquire_timeout)
