@@ -19,6 +19,8 @@
 //! - [`metrics`]: request latency per operation (the schema's root field) and errors by
 //!   code, for `/metrics`.
 //! - [`throttle`]: per-client-IP token buckets of `login` and `register`.
+//! - [`documents`]: parsed documents kept by query text, so that a repeated query is not
+//!   parsed again.
 //! - [`client_ip`]: the client address, from the socket or a trusted proxy's
 //!   `X-Forwarded-For`.
 //! - [`socket`]: the graphql-ws endpoint (`GET /graphql` upgraded): token in `connection_init`.
@@ -27,6 +29,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod documents;
 pub mod error;
 pub mod guard;
 pub mod live;

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
@@ -21,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, TokenService};
 use crate::client_ip::TrustedProxies;
+use crate::documents::DocumentCache;
 use crate::error::{RATE_LIMITED, RETRY_AFTER_SECONDS, UNAVAILABLE};
 use crate::schema::{ApiDeps, AppSchema, build_schema};
 
@@ -49,13 +51,15 @@ pub struct ApiSettings {
     pub trusted_proxies: TrustedProxies,
 }
 
-#[derive(Clone)]
+/// Shared by every request behind one `Arc`: axum clones the state per request, and a clone of
+/// the token service's keys and validation sets allocated on every request.
 struct AppState {
     schema: AppSchema,
     tokens: TokenService,
     deps: ApiDeps,
     trusted_proxies: TrustedProxies,
     graphiql: bool,
+    documents: DocumentCache,
 }
 
 /// A bound, not yet serving, API server.
@@ -77,10 +81,11 @@ impl Application {
             deps,
             trusted_proxies: settings.trusted_proxies.clone(),
             graphiql: settings.graphiql,
+            documents: DocumentCache::default(),
         };
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(Arc::new(state)),
         })
     }
 
@@ -103,7 +108,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: Arc<AppState>) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
@@ -136,7 +141,7 @@ fn router(state: AppState) -> Router {
 }
 
 async fn graphql(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: GraphQLRequest,
@@ -149,7 +154,8 @@ async fn graphql(
         span.record("user_id", tracing::field::display(claims.user_id));
     }
     let client = state.trusted_proxies.client_of(peer, &headers);
-    let response = state.schema.execute(request.into_inner().data(auth).data(client)).await;
+    let request = state.documents.attach(request.into_inner());
+    let response = state.schema.execute(request.data(auth).data(client)).await;
     match refusal_status(&response) {
         Some((status, retry_after)) => (
             status,
@@ -210,7 +216,7 @@ fn is_safe_request_id(value: &[u8]) -> bool {
 /// in `connection_init`, see [`crate::socket`]) or serves GraphiQL, or answers 405 when
 /// GraphiQL is off.
 async fn graphql_get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -218,7 +224,7 @@ async fn graphql_get(
     match upgrade {
         Ok(upgrade) => {
             let client = state.trusted_proxies.client_of(peer, &headers);
-            crate::socket::upgrade(upgrade, &headers, state.schema, state.tokens, client)
+            crate::socket::upgrade(upgrade, &headers, state.schema.clone(), state.tokens.clone(), client)
         }
         Err(_) if state.graphiql => Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response(),
         Err(_) => (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response(),
