@@ -17,6 +17,7 @@ mod auth;
 mod capacity;
 mod latency;
 mod login_flood;
+mod reads;
 mod relay;
 mod stats;
 
@@ -38,5 +39,8 @@ async fn main() {
     }
     if runs("relay") {
         relay::run().await;
+    }
+    if runs("reads") {
+        reads::run().await;
     }
 }
