@@ -242,18 +242,9 @@ pub struct CdcConfigArgs {
     /// files only with --inline-secrets.
     #[arg(long, env = "CDC_DATABASE_PASSWORD", hide_env_values = true)]
     pub cdc_database_password: Option<SecretString>,
-    /// `host:port` of the Pub/Sub emulator; unset means Google Pub/Sub.
-    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
-    pub pubsub_emulator_host: Option<String>,
-    /// Google Cloud project of the topics.
-    #[arg(long, env = "PUBSUB_PROJECT", default_value = "lqdty-local")]
-    pub pubsub_project: String,
-    /// Topic of the change events.
-    #[arg(long, env = "PUBSUB_TOPIC", default_value = "tenant-cdc")]
-    pub pubsub_topic: String,
-    /// Topic of the events Pub/Sub can never accept (the relay's dead letters).
-    #[arg(long, env = "PUBSUB_DLQ_TOPIC", default_value = "tenant-cdc-dlq")]
-    pub pubsub_dlq_topic: String,
+    /// Where Pub/Sub is: the same settings as the CDC worker's (the subscription is not used).
+    #[command(flatten)]
+    pub pubsub: crate::commands::cdc_worker::PubSubArgs,
     /// Debezium Server's offsets store, e.g. `jdbc:postgresql://host:5432/cdc`. Unset: each
     /// tenant's own database (the replication role then needs CREATE on its public schema).
     #[arg(long, env = "CDC_OFFSETS_JDBC_URL")]

@@ -171,10 +171,10 @@ fn relay_config(args: &CdcConfigArgs, tenants: &[TenantConfig], login: &Login<'_
         .collect();
     json!({
         "pubsub": {
-            "emulatorHost": args.pubsub_emulator_host,
-            "project": args.pubsub_project,
-            "topic": args.pubsub_topic,
-            "deadLetterTopic": args.pubsub_dlq_topic,
+            "emulatorHost": args.pubsub.pubsub_emulator_host,
+            "project": args.pubsub.pubsub_project,
+            "topic": args.pubsub.pubsub_topic,
+            "deadLetterTopic": args.pubsub.pubsub_dlq_topic,
         },
         "tenants": tenants,
     })
@@ -190,7 +190,7 @@ fn debezium_server_properties(args: &CdcConfigArgs, tenant: &TenantConfig, login
         }
         let _ = writeln!(source, "debezium.source.{}={}", setting.key, setting.value);
     }
-    let address = match &args.pubsub_emulator_host {
+    let address = match &args.pubsub.pubsub_emulator_host {
         Some(host) => format!("debezium.sink.pubsub.address={host}"),
         None => "#debezium.sink.pubsub.address=127.0.0.1:8085".to_owned(),
     };
@@ -214,8 +214,8 @@ fn debezium_server_properties(args: &CdcConfigArgs, tenant: &TenantConfig, login
     let values = [
         ("TENANT_NAME", tenant.name.clone()),
         ("TENANT_ID", tenant.id.to_string()),
-        ("PUBSUB_PROJECT", args.pubsub_project.clone()),
-        ("PUBSUB_TOPIC", args.pubsub_topic.clone()),
+        ("PUBSUB_PROJECT", args.pubsub.pubsub_project.clone()),
+        ("PUBSUB_TOPIC", args.pubsub.pubsub_topic.clone()),
         ("PUBSUB_ADDRESS", address),
         ("SOURCE", source.trim_end().to_owned()),
         ("OFFSETS_JDBC_URL", offsets_url),
