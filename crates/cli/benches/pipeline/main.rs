@@ -3,9 +3,9 @@
 //!
 //! `scripts/test.sh --bench` runs it (it brings up the test stack); `cargo bench -p liquidity --bench
 //! pipeline -- <scenario>...` with the test stack's `LQDTY_TEST_*` exported does the same.
-//! Scenarios: `auth`, `latency`, `capacity`, `login-flood`, `relay` (all when none is named). Results go
-//! to stdout and are quoted in the README. One module per scenario; `stats` holds the load
-//! generator and the figures they print.
+//! Scenarios: `auth`, `latency`, `capacity`, `login-flood`, `burst`, `temporal-ceiling`, `reads`,
+//! `relay` (all when none is named). Results go to stdout and are quoted in the README. One
+//! module per scenario; `stats` holds the load generator and the figures they print.
 
 // The end-to-end tests' harness, so that benchmarks measure exactly the tested process tree; the
 // benchmarks use only part of it.
@@ -14,12 +14,14 @@
 mod world;
 
 mod auth;
+mod burst;
 mod capacity;
 mod latency;
 mod login_flood;
 mod reads;
 mod relay;
 mod stats;
+mod temporal_ceiling;
 
 #[tokio::main]
 async fn main() {
@@ -37,10 +39,16 @@ async fn main() {
     if runs("login-flood") {
         login_flood::run().await;
     }
-    if runs("relay") {
-        relay::run().await;
+    if runs("burst") {
+        burst::run().await;
+    }
+    if runs("temporal-ceiling") {
+        temporal_ceiling::run().await;
     }
     if runs("reads") {
         reads::run().await;
+    }
+    if runs("relay") {
+        relay::run().await;
     }
 }

@@ -61,3 +61,9 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// The 1-minute load average, to print next to every figure (the machine is shared).
+pub fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace().next().unwrap_or("?").to_owned()
+}

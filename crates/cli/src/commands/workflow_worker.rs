@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use liquidity_observability::{Ops, PoolGauges, Readiness};
-use liquidity_workflows::worker::validate_max_activities;
+use liquidity_workflows::worker::{WorkerTuning, validate_max_activities};
 use liquidity_workflows::{
     FetchPolicy, SourceActivities, SourceClient, SourcesConfig, TemporalProbe, TemporalSettings, Url, parse_byte_size,
     run_worker,
@@ -88,7 +88,7 @@ pub struct WorkflowWorkerArgs {
     pub source_max_body: usize,
     /// Poll loops (one per content being fetched) this replica runs at once. Each mostly
     /// sleeps, so a thousand cost little. 1..=10000.
-    #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = 1000)]
+    #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = liquidity_workflows::worker::DEFAULT_MAX_ACTIVITIES)]
     pub worker_max_activities: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` (Temporal reachable) are served. Scraped from
     /// inside the network only: do not publish it.
@@ -133,7 +133,11 @@ pub async fn run(args: WorkflowWorkerArgs) -> anyhow::Result<()> {
     liquidity_observability::serve(args.metrics_addr, Ops { readiness, pools }).await?;
     liquidity_workflows::metrics::activity_slots(max_activities);
     let shutdown = super::shutdown_token();
-    let result = run_worker(&settings, activities, max_activities, shutdown).await;
+    let tuning = WorkerTuning {
+        max_activities,
+        ..WorkerTuning::default()
+    };
+    let result = run_worker(&settings, activities, tuning, shutdown).await;
     registry.close().await;
     result
 }

@@ -9,6 +9,7 @@ use liquidity_core::reports::{self, REPORT_SOURCES, ReportContent, ReportStatus}
 use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config};
 use liquidity_core::{ReportContentId, TenantId, UserId};
 use liquidity_test_support::TestDatabases;
+use liquidity_workflows::worker::WorkerTuning;
 use liquidity_workflows::{
     FetchOutcome, FetchPolicy, FetchReportContentWorkflow, SourceActivities, SourceClient, SourcesConfig, StartOutcome,
     TemporalSettings, Url, WorkflowStarter, connect, run_worker, workflow_id,
@@ -144,7 +145,16 @@ impl WorkerThread {
                     policy.max_body,
                 )?;
                 let activities = SourceActivities::new(registry.clone(), sources, policy);
-                let result = run_worker(&settings, activities, 100, worker_shutdown).await;
+                let result = run_worker(
+                    &settings,
+                    activities,
+                    WorkerTuning {
+                        max_activities: 100,
+                        ..WorkerTuning::default()
+                    },
+                    worker_shutdown,
+                )
+                .await;
                 registry.close().await;
                 result
             })

@@ -1,0 +1,138 @@
+//! `burst`: 2,000 reports started as fast as the API takes them, then the time until all are
+//! final, against the ceiling of the Temporal dev server (`temporal-ceiling`).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::json;
+
+use crate::stats::*;
+use crate::temporal_ceiling;
+use crate::world::{Options, World};
+
+/// Reports of the burst: 6,000 contents.
+const REPORTS: usize = 2000;
+
+/// Concurrent `startReport` clients, as in the measurement of issue 9 (`oha -c 16`).
+const CLIENTS: usize = 16;
+
+/// Longest wait for the burst to drain before the scenario gives up and says so.
+const DRAIN_LIMIT: Duration = Duration::from_secs(900);
+
+/// The burst with one and with two replicas of each worker, each drain rate as a share of the
+/// engine's ceiling measured just before on the same machine.
+pub async fn run() {
+    let ceiling = temporal_ceiling::ceiling("ceiling", liquidity_workflows::worker::WorkerTuning::default()).await;
+    for replicas in [1, 2] {
+        burst(replicas, ceiling).await;
+    }
+}
+
+async fn burst(replicas: usize, ceiling: f64) {
+    let source = json!({ "completeAfter": "2s", "latency": "5ms" });
+    let world = World::start(Options {
+        simulator: json!({ "source_1": source, "source_2": source, "source_3": source }),
+        workflow_env: vec![("POLL_INTERVAL", "10s".to_owned())],
+        replicas,
+        ..Options::default()
+    })
+    .await;
+    let name = format!("burst, {replicas} replica(s) of each worker");
+    let workers: Vec<u32> = ["workflow-worker", "workflow-worker-2"]
+        .into_iter()
+        .take(replicas)
+        .map(|w| world.pid(w))
+        .collect();
+    let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
+    let contents = REPORTS * 3;
+
+    let started = Instant::now();
+    let starting = futures::stream::iter(0..REPORTS)
+        .map(|i| world.start_report(&tokens[i % 3]))
+        .buffer_unordered(CLIENTS)
+        .collect::<Vec<_>>();
+    let mut starting = std::pin::pin!(starting);
+    let mut all_started = None;
+    let mut peak_rss = vec![0; workers.len()];
+    let mut last_final = 0;
+    let mut next_print = Duration::from_secs(10);
+    let mut contents_final = None;
+    let reports_final = loop {
+        if all_started.is_none() {
+            tokio::select! {
+                _ = &mut starting => {
+                    all_started = Some(started.elapsed());
+                    println!("  {name}: {REPORTS} reports started in {:.1} s", started.elapsed().as_secs_f64());
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for (peak, pid) in peak_rss.iter_mut().zip(&workers) {
+            *peak = (*peak).max(proc_status_kib(*pid, "VmRSS:"));
+        }
+        let (done, finished) = progress(&world).await;
+        if done >= contents && contents_final.is_none() {
+            contents_final = Some(started.elapsed());
+        }
+        if all_started.is_some() && done >= contents && finished >= REPORTS {
+            break started.elapsed();
+        }
+        if started.elapsed() >= next_print {
+            next_print += Duration::from_secs(10);
+            let queue = temporal_ceiling::backlog(&world.task_queue)
+                .map(|q| q.to_string())
+                .unwrap_or_default();
+            println!(
+                "  {name}: {:>4.0} s, contents final {done} (+{} in 10 s), reports finished {finished}; {queue}; workflow worker RSS {} MiB; load {}",
+                started.elapsed().as_secs_f64(),
+                done - last_final,
+                workers
+                    .iter()
+                    .map(|pid| (proc_status_kib(*pid, "VmRSS:") / 1024).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                load_average(),
+            );
+            last_final = done;
+        }
+        assert!(
+            started.elapsed() < DRAIN_LIMIT,
+            "{name}: not drained after {DRAIN_LIMIT:?} ({done} of {contents} contents final)"
+        );
+    };
+    let contents_final = contents_final.unwrap_or(reports_final);
+    let rate = contents as f64 / contents_final.as_secs_f64();
+    println!(
+        "{name}: {REPORTS} reports ({contents} contents) started in {:.1} s, all final after {:.1} s, all reports finished after {:.1} s: {rate:.1} contents/s = {:.0}% of the ceiling ({ceiling:.1} workflows/s); workflow worker peak RSS {} MiB; load {}",
+        all_started.unwrap_or_default().as_secs_f64(),
+        contents_final.as_secs_f64(),
+        reports_final.as_secs_f64(),
+        100.0 * rate / ceiling,
+        peak_rss
+            .iter()
+            .map(|kib| (kib / 1024).to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        load_average(),
+    );
+}
+
+/// Final contents and finished reports over the three tenant databases.
+async fn progress(world: &World) -> (usize, usize) {
+    let (mut contents, mut reports) = (0, 0);
+    for index in 0..3 {
+        let mut conn = world.dbs.connect(index).await;
+        let (c, r): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM report_contents WHERE status <> 'in_progress'),
+                    (SELECT count(*) FROM report WHERE finished_at IS NOT NULL)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        contents += c as usize;
+        reports += r as usize;
+    }
+    (contents, reports)
+}
