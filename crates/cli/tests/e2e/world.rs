@@ -62,6 +62,9 @@ pub struct World {
     pub relay_status: String,
     dir: PathBuf,
     procs: HashMap<&'static str, Proc>,
+    /// Base URL of each role's `/metrics`, `/healthz` and `/readyz`: the API's own port, the
+    /// workers' `METRICS_ADDR`.
+    ops: HashMap<&'static str, String>,
 }
 
 impl World {
@@ -80,6 +83,7 @@ impl World {
             relay_status: format!("http://127.0.0.1:{}/status", free_port()),
             task_queue: format!("e2e-{}", uuid::Uuid::new_v4().simple()),
             procs: HashMap::new(),
+            ops: HashMap::new(),
             dbs,
             dir,
         };
@@ -118,6 +122,7 @@ impl World {
                 ("RECONCILE_STALE_AFTER", stale_after.to_owned()),
             ]);
             cdc.envs(options.cdc_env.clone());
+            cdc.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, cdc);
         }
         for name in ["workflow-worker", "workflow-worker-2"]
@@ -130,6 +135,7 @@ impl World {
                 .env("SOURCES_CONFIG", &sources)
                 .env("POLL_INTERVAL", "1s")
                 .envs(options.workflow_env.clone());
+            workflows.env("METRICS_ADDR", world.ops_addr(name));
             world.spawn(name, workflows);
         }
         let mut api = world.liquidity("api");
@@ -143,10 +149,23 @@ impl World {
             ("TRUSTED_PROXIES", "127.0.0.1".to_owned()),
         ]);
         api.envs(options.api_env);
+        world.ops.insert("api", world.api.clone());
         world.spawn("api", api);
         world.wait_http(&format!("{}/healthz", world.api), "the API").await;
         world.start_relay(&tenants_config).await;
         world
+    }
+
+    /// A free `host:port` for a worker's `METRICS_ADDR`, remembered as its operations URL.
+    fn ops_addr(&mut self, name: &'static str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.ops.insert(name, format!("http://{addr}"));
+        addr
+    }
+
+    /// `PATH` (`/metrics`, `/healthz`, `/readyz`) of a role's operations endpoints.
+    pub fn ops_url(&self, name: &str, path: &str) -> String {
+        format!("{}{path}", self.ops[name])
     }
 
     /// `host:port` of the world's Pub/Sub emulator.
