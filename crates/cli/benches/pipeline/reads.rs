@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::stats::*;
-use crate::world::{Options, World};
+use crate::world::{Options, World, json_of};
 
 const CONCURRENCY: usize = 16;
 const DURATION: Duration = Duration::from_secs(15);
@@ -164,16 +164,7 @@ async fn closed_loop_for(world: &World, token: &str, body: &Value, field: &str, 
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let sent = Instant::now();
-                let answer: Value = http
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = json_of(http.post(url).bearer_auth(token).json(body)).await;
                 assert!(answer["data"][field].is_object(), "{answer}");
                 latencies.push(sent.elapsed().as_secs_f64());
             }

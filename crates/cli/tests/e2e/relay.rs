@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::faults::tap::{Message, Tap};
-use crate::world::{Options, TOPIC, World};
+use crate::world::{Options, TOPIC, World, json_of};
 
 /// Pulls the tap until `done` holds for everything pulled so far, and returns it.
 async fn pull_until(tap: &Tap<'_>, what: &str, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
@@ -106,15 +106,7 @@ async fn polls_that_only_move_last_run_at_are_no_events_while_every_status_chang
 
 /// The relay's `GET /status`.
 async fn relay_status(world: &World) -> Value {
-    world
-        .http
-        .get(&world.relay_status)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(world.http.get(&world.relay_status)).await
 }
 
 /// Events the relay says it published for a tenant.

@@ -19,6 +19,11 @@ fn env(name: &str) -> String {
     })
 }
 
+/// Sends a request and decodes its JSON answer; any failure panics (test code).
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -418,13 +423,7 @@ impl World {
     }
 
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
-        self.graphql_request(query, variables, token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(self.graphql_request(query, variables, token)).await
     }
 
     /// A GraphQL POST, to send as it is or from a client address (`x-forwarded-for`).
@@ -455,20 +454,15 @@ impl World {
 
     /// Like [`World::user`], with this username.
     pub async fn named_user(&self, index: usize, username: &str) -> String {
-        let body: Value = self
+        let register = self
             .graphql_request(
                 "mutation($input: RegisterInput!) { register(input: $input) { token } }",
                 json!({ "input": { "tenantId": self.dbs.tenants[index].id, "username": username,
                                    "password": "correct-horse-battery", "taxId": "TAX-1" } }),
                 None,
             )
-            .header("x-forwarded-for", self.client_address())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .header("x-forwarded-for", self.client_address());
+        let body = json_of(register).await;
         body["data"]["register"]["token"]
             .as_str()
             .unwrap_or_else(|| panic!("register failed: {body}"))

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::world::{PROJECT, World};
+use crate::world::{PROJECT, World, json_of};
 
 /// One message: its data and attributes.
 #[derive(Clone, Debug)]
@@ -50,17 +50,12 @@ impl<'w> Tap<'w> {
         let url = self
             .world
             .pubsub_url(&format!("subscriptions/{}:pull", self.subscription));
-        let body: Value = self
+        let pull = self
             .world
             .http
             .post(url)
-            .json(&json!({ "maxMessages": 1000, "returnImmediately": true }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json(&json!({ "maxMessages": 1000, "returnImmediately": true }));
+        let body = json_of(pull).await;
         let received = body["receivedMessages"].as_array().cloned().unwrap_or_default();
         if received.is_empty() {
             return Vec::new();
