@@ -10,7 +10,8 @@
 #                  services of the test stack, so it always runs after, never beside, the others
 #   --bench        run the benchmarks instead of the checks and tests: release builds of the
 #                  end-to-end process tree (crates/cli/benches/pipeline/); scenarios after --
-#                  (auth, latency, capacity, login-flood; default all)
+#                  (auth, latency, capacity, login-flood, burst, temporal-ceiling, reads,
+#                  relay; default all)
 #
 # Without --faults or --bench: fmt, clippy, every test but the fault suite, the Docker checks,
 # then the fault suite.
