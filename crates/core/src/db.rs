@@ -65,31 +65,10 @@ pub fn describe(options: &PgConnectOptions) -> String {
 pub fn password(options: &PgConnectOptions) -> String {
     use sqlx::ConnectOptions as _;
     // sqlx keeps the password private; its URL form carries it percent-encoded.
-    percent_decode(options.to_url_lossy().password().unwrap_or_default())
-}
-
-/// Decodes `%XX` escapes; anything malformed is kept as written.
-fn percent_decode(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let encoded = options.to_url_lossy();
+    percent_encoding::percent_decode_str(encoded.password().unwrap_or_default())
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A connection idle for less than this is handed out without a ping first (the bypass window
