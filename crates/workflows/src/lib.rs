@@ -42,6 +42,7 @@
 //! - [`worker`]: [`run_worker`], the worker with graceful shutdown.
 
 pub mod activities;
+pub mod backlog;
 pub mod metrics;
 pub mod settings;
 pub mod source_client;

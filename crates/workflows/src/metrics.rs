@@ -3,6 +3,10 @@
 //! - `lqdty_workflow_poll_loops_active`: `pollSource` attempts running in this process (each
 //!   holds one activity slot), and `lqdty_workflow_activity_slots` the slots it has
 //!   (`WORKER_MAX_ACTIVITIES`): active = slots means new contents wait for a slot.
+//! - `lqdty_workflow_activity_backlog` and `lqdty_workflow_activity_backlog_age_seconds`: the
+//!   `pollSource` tasks Temporal holds for the task queue because no worker has a free slot, and
+//!   the age of the oldest (see [`crate::backlog`]). Above zero for more than a few seconds means
+//!   contents that are not polled at all.
 //! - `lqdty_workflow_poll_lag_seconds`: how much later than planned each poll pass starts
 //!   (planned: the end of the previous pass plus its wait). Milliseconds when healthy; seconds
 //!   mean the worker is starved (CPU, runtime, tenant connections).
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use liquidity_core::sources::{JobState, JobStatus};
 
+use crate::backlog::ActivityBacklog;
 use crate::source_client::{BadAnswer, SourceError, Transient};
 use crate::workflows::FetchOutcome;
 
@@ -28,6 +33,10 @@ use crate::workflows::FetchOutcome;
 pub const POLL_LOOPS_ACTIVE: &str = "lqdty_workflow_poll_loops_active";
 /// `lqdty_workflow_activity_slots`.
 pub const ACTIVITY_SLOTS: &str = "lqdty_workflow_activity_slots";
+/// `lqdty_workflow_activity_backlog`.
+pub const ACTIVITY_BACKLOG: &str = "lqdty_workflow_activity_backlog";
+/// `lqdty_workflow_activity_backlog_age_seconds`.
+pub const ACTIVITY_BACKLOG_AGE: &str = "lqdty_workflow_activity_backlog_age_seconds";
 /// `lqdty_workflow_poll_lag_seconds`.
 pub const POLL_LAG: &str = "lqdty_workflow_poll_lag_seconds";
 /// `lqdty_workflow_source_answers_total`.
@@ -55,6 +64,12 @@ impl Drop for ActiveLoop {
 /// Publishes this worker's activity slots.
 pub fn activity_slots(slots: usize) {
     metrics::gauge!(ACTIVITY_SLOTS).set(slots as f64);
+}
+
+/// Publishes the task queue's activity backlog, as the server last reported it.
+pub fn activity_backlog(backlog: ActivityBacklog) {
+    metrics::gauge!(ACTIVITY_BACKLOG).set(backlog.tasks as f64);
+    metrics::gauge!(ACTIVITY_BACKLOG_AGE).set(backlog.oldest.as_secs_f64());
 }
 
 /// A pass started `lag` after it was planned.

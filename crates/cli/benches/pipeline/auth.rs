@@ -8,13 +8,12 @@ use crate::stats::*;
 use crate::world::{Options, World};
 
 /// A login of `username` from client address `client` (through the harness's trusted proxy).
-pub async fn login(world: &World, username: &str, client: &str) -> reqwest::Response {
-    world
-        .graphql_request(
-            "mutation($input: LoginInput!) { login(input: $input) { token } }",
-            json!({ "input": { "username": username, "password": "correct-horse-battery" } }),
-            None,
-        )
+pub async fn login(http: &reqwest::Client, api: &str, username: &str, client: &str) -> reqwest::Response {
+    http.post(format!("{api}/graphql"))
+        .json(&json!({
+            "query": "mutation($input: LoginInput!) { login(input: $input) { token } }",
+            "variables": { "input": { "username": username, "password": "correct-horse-battery" } },
+        }))
         .header("x-forwarded-for", client)
         .send()
         .await
@@ -59,11 +58,16 @@ pub async fn run() {
         let world = &world;
         async move {
             let started = Instant::now();
-            let body = login(world, &format!("bench-{}", i % REGISTERS), &world.client_address())
-                .await
-                .json::<serde_json::Value>()
-                .await
-                .unwrap();
+            let body = login(
+                &world.http,
+                &world.api,
+                &format!("bench-{}", i % REGISTERS),
+                &world.client_address(),
+            )
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
             assert!(body["data"]["login"]["token"].is_string(), "{body}");
             started.elapsed()
         }

@@ -6,19 +6,19 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::stats::*;
+use crate::temporal_ceiling;
 use crate::world::{Options, World};
 
-/// How many reports in flight one machine carries at a 10 s poll interval: start reports in
-/// steps and watch how late the polls are (age of `last_run_at` of in-progress contents).
+/// How many reports in flight one machine carries at a 10 s poll interval, with the workers'
+/// defaults (one workflow worker, `WORKER_MAX_ACTIVITIES` as shipped): start reports in steps and
+/// watch how late the polls are (age of `last_run_at` of in-progress contents), whether any
+/// content waits in Temporal's activity backlog, and what each process holds in memory.
 pub async fn run() {
-    const STEPS: [usize; 6] = [100, 250, 500, 750, 1000, 1500];
+    const STEPS: [usize; 4] = [500, 1000, 2000, 3000];
     let slow = json!({ "completeAfter": "30m", "latency": "5ms" });
     let world = World::start(Options {
         simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
-        workflow_env: vec![
-            ("POLL_INTERVAL", "10s".to_owned()),
-            ("WORKER_MAX_ACTIVITIES", "5000".to_owned()),
-        ],
+        workflow_env: vec![("POLL_INTERVAL", "10s".to_owned())],
         cdc_env: vec![
             ("RECONCILE_STALE_AFTER", "60s".to_owned()),
             ("RECONCILE_INTERVAL", "30s".to_owned()),
@@ -27,8 +27,14 @@ pub async fn run() {
     })
     .await;
     let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
+    let mut processes: Vec<(&str, u32)> = ["api", "cdc-worker", "workflow-worker", "relay"]
+        .into_iter()
+        .map(|role| (role, world.pid(role)))
+        .collect();
+    let temporal = std::env::var("LQDTY_TEST_TEMPORAL_ADDRESS").ok();
+    processes.extend(temporal.as_deref().and_then(listener_pid).map(|pid| ("temporal", pid)));
     println!(
-        "reports in flight | contents | all polled after | poll lag p50 | p95 | max | load avg  (poll interval 10 s)"
+        "reports in flight | contents | all polled after | poll lag p50 | p95 | max | activity backlog | load avg  (poll interval 10 s)"
     );
     let mut started = 0;
     for target in STEPS {
@@ -53,16 +59,21 @@ pub async fn run() {
             lags.extend(poll_ages(&world).await);
         }
         lags.sort_by(f64::total_cmp);
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let backlog = temporal_ceiling::backlog(&world.task_queue).map_or(-1, |q| q.activity_backlog as i64);
         println!(
-            "{target:>17} | {:>8} | {:>13.0} s | {:>10.1} s | {:>5.1} s | {:>5.1} s | {}",
+            "{target:>17} | {:>8} | {:>13.0} s | {:>10.1} s | {:>5.1} s | {:>5.1} s | {backlog:>16} | {}",
             target * 3,
             ramp.as_secs_f64(),
             percentile(&lags, 0.5),
             percentile(&lags, 0.95),
             lags.last().copied().unwrap_or_default(),
-            load.split_whitespace().next().unwrap_or("?"),
+            load_average(),
         );
+        let rss = processes
+            .iter()
+            .map(|(role, pid)| format!("{role} {} MiB", proc_status_kib(*pid, "VmRSS:") / 1024))
+            .collect::<Vec<_>>();
+        println!("{:>17}   RSS: {}", "", rss.join(", "));
         if percentile(&lags, 0.95) > 20.0 {
             println!("poll lag above twice the interval: stopping");
             break;
@@ -100,4 +111,17 @@ async fn poll_ages(world: &World) -> Vec<f64> {
         ages.extend(tenant_ages);
     }
     ages
+}
+
+/// The process listening on `address` (`http://host:port`), from `ss`: the test stack's
+/// Temporal server is started by its supervisor, not by the harness.
+fn listener_pid(address: &str) -> Option<u32> {
+    let port = address.rsplit(':').next()?;
+    let output = std::process::Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let pid = listing.split("pid=").nth(1)?.split(',').next()?;
+    pid.parse().ok()
 }

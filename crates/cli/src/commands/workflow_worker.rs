@@ -87,7 +87,8 @@ pub struct WorkflowWorkerArgs {
     #[arg(long, env = "SOURCE_MAX_BODY", value_parser = parse_byte_size, default_value = "1MiB")]
     pub source_max_body: usize,
     /// Poll loops (one per content being fetched) this replica runs at once. Each mostly
-    /// sleeps, so a thousand cost little. 1..=10000.
+    /// sleeps; contents beyond this wait in Temporal's activity backlog (logged and exported
+    /// as `lqdty_workflow_activity_backlog`). 1..=50000.
     #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = liquidity_workflows::worker::DEFAULT_MAX_ACTIVITIES)]
     pub worker_max_activities: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` (Temporal reachable) are served. Scraped from

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use liquidity_test_support::wait_until;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::world::{Options, World};
 
@@ -110,7 +110,11 @@ async fn a_report_through_the_pipeline_moves_the_metrics_of_every_role() {
     // Jobs complete after 1.5 s and are polled every 1 s: at least one wait per content.
     assert!(sample(&workflows, "lqdty_workflow_poll_lag_seconds_count", &[]) >= 3.0);
     assert_eq!(sample(&workflows, "lqdty_workflow_poll_loops_active", &[]), 0.0);
-    assert_eq!(sample(&workflows, "lqdty_workflow_activity_slots", &[]), 1000.0);
+    assert_eq!(
+        sample(&workflows, "lqdty_workflow_activity_slots", &[]),
+        liquidity_workflows::worker::DEFAULT_MAX_ACTIVITIES as f64
+    );
+    assert_eq!(sample(&workflows, "lqdty_workflow_activity_backlog", &[]), 0.0);
 
     // Assert: the API timed one startReport, labelled by the schema's root field
     let api = scrape(&world, "api").await;
@@ -159,9 +163,42 @@ async fn every_role_is_alive_and_ready_naming_each_of_its_dependencies() {
         assert_eq!(health, 200, "{role} /healthz");
         assert_eq!(ready, 200, "{role} /readyz: {body}");
         assert_eq!(body["status"], "ready", "{role}");
-        assert_eq!(body["failing"], serde_json::json!([]), "{role}");
+        assert_eq!(body["failing"], json!([]), "{role}");
         for dependency in dependencies {
             assert_eq!(body["checks"][dependency], "ok", "{role}: {body}");
         }
     }
+}
+
+#[tokio::test]
+async fn contents_beyond_the_activity_slots_are_reported_waiting_in_temporals_backlog() {
+    // Arrange: one activity slot, and sources that take a minute
+    let slow = json!({ "completeAfter": "60s", "latency": "1ms" });
+    let world = World::start(Options {
+        simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
+        workflow_env: vec![("WORKER_MAX_ACTIVITIES", "1".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let token = world.user(0).await;
+
+    // Act
+    world.start_report(&token).await;
+
+    // Assert: one content is polled; the two others wait in the backlog, and the worker says so
+    let warning = "contents are waiting for an activity slot";
+    wait_until(Duration::from_secs(60), "the backlog exported and logged", || async {
+        let workflows = scrape(&world, "workflow-worker").await;
+        sample(&workflows, "lqdty_workflow_activity_backlog", &[]) >= 2.0
+            && !world.log_lines("workflow-worker", warning).is_empty()
+    })
+    .await;
+    let workflows = scrape(&world, "workflow-worker").await;
+    assert_eq!(sample(&workflows, "lqdty_workflow_poll_loops_active", &[]), 1.0);
+    assert!(
+        sample(&workflows, "lqdty_workflow_activity_backlog_age_seconds", &[])
+            > liquidity_workflows::backlog::TOLERATED_AGE.as_secs_f64()
+    );
+    let logged = world.log_lines("workflow-worker", warning);
+    assert!(logged[0].contains("WORKER_MAX_ACTIVITIES"), "{logged:?}");
 }

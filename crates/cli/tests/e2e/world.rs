@@ -406,13 +406,17 @@ impl World {
     pub fn reconciler_repairs(&self) -> Vec<String> {
         ["cdc-worker", "cdc-worker-2"]
             .iter()
-            .filter_map(|name| std::fs::read_to_string(self.dir.join(format!("{name}.log"))).ok())
-            .flat_map(|log| {
-                log.lines()
-                    .filter(|line| line.contains("the reconciler repaired work the CDC path missed"))
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|name| self.log_lines(name, "the reconciler repaired work the CDC path missed"))
+            .collect()
+    }
+
+    /// The lines of process `name`'s log that contain `needle` (none if it never ran).
+    pub fn log_lines(&self, name: &str, needle: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
             .collect()
     }
 

@@ -25,10 +25,10 @@
 //!   waiting logins are refused with [`HashError::Busy`] (503 + `Retry-After`) rather than
 //!   slowing every other request.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -87,6 +87,7 @@ pub struct PasswordHasher {
     /// Callers waiting for a slot now, and how many may.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    refusals: Arc<Refusals>,
     /// Jobs for the hashing threads; they exit when the last hasher clone is dropped.
     jobs: SyncSender<Job>,
 }
@@ -124,6 +125,7 @@ impl PasswordHasher {
             queue_timeout: limits.queue_timeout,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: waiting_line(concurrency, limits.queue_timeout),
+            refusals: Arc::default(),
             jobs,
         })
     }
@@ -181,10 +183,7 @@ impl PasswordHasher {
         }
         // Counted while waiting, so that the line never outgrows what the slots can serve.
         let waiting = WaitingGuard::join(&self.waiting, self.max_waiting).ok_or_else(|| {
-            tracing::warn!(
-                max_waiting = self.max_waiting,
-                "password hashing saturated: request refused at once"
-            );
+            self.refusals.count(&self.refusals.at_once, self.max_waiting);
             HashError::Busy(self.queue_timeout)
         })?;
         let acquired = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
@@ -193,10 +192,54 @@ impl PasswordHasher {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(HashError::Failed("hash slots closed".into())),
             Err(_elapsed) => {
-                tracing::warn!(queue_timeout = ?self.queue_timeout, "password hashing saturated: request refused");
+                self.refusals.count(&self.refusals.after_wait, self.max_waiting);
                 Err(HashError::Busy(self.queue_timeout))
             }
         }
+    }
+}
+
+/// Logins refused because every hash slot was taken, logged at most once per
+/// [`REFUSALS_LOGGED_EVERY`] with their counts. A line per refusal would turn a login flood into a
+/// log flood: hundreds of formatted, synchronous writes a second on the request threads, which
+/// the cheap requests then wait behind. Each refusal is still counted by the API's error metric
+/// (`UNAVAILABLE`).
+#[derive(Default)]
+struct Refusals {
+    /// Refused at once: the waiting line was full.
+    at_once: AtomicU64,
+    /// Refused after waiting the queue timeout for a slot.
+    after_wait: AtomicU64,
+    /// When the last line was written.
+    logged_at: Mutex<Option<Instant>>,
+}
+
+/// See [`Refusals`].
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    /// Counts one refusal of `kind` (one of the counters), and writes the line when it is due.
+    fn count(&self, kind: &AtomicU64, max_waiting: usize) {
+        kind.fetch_add(1, Ordering::Relaxed);
+        // Whoever holds the lock is writing the line: the others only count.
+        let Ok(mut logged_at) = self.logged_at.try_lock() else {
+            return;
+        };
+        if logged_at.is_some_and(|at| at.elapsed() < REFUSALS_LOGGED_EVERY) {
+            return;
+        }
+        *logged_at = Some(Instant::now());
+        // Taken outside the macro, which skips its arguments when the level is filtered out.
+        let (at_once, after_waiting) = (
+            self.at_once.swap(0, Ordering::Relaxed),
+            self.after_wait.swap(0, Ordering::Relaxed),
+        );
+        tracing::warn!(
+            refused_at_once = at_once,
+            refused_after_waiting = after_waiting,
+            max_waiting,
+            "password hashing saturated: logins refused (counts since the last such line)"
+        );
     }
 }
 
@@ -318,6 +361,24 @@ mod tests {
 
     fn hasher() -> PasswordHasher {
         PasswordHasher::new(HashLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_what_was_counted_since() {
+        // Arrange
+        let refusals = Refusals::default();
+
+        // Act: the first refusal writes the line (and takes the counts); the next ones only count
+        refusals.count(&refusals.at_once, 8);
+        for _ in 0..99 {
+            refusals.count(&refusals.at_once, 8);
+        }
+        refusals.count(&refusals.after_wait, 8);
+
+        // Assert
+        assert_eq!(refusals.at_once.load(Ordering::Relaxed), 99);
+        assert_eq!(refusals.after_wait.load(Ordering::Relaxed), 1);
+        assert!(refusals.logged_at.lock().unwrap().is_some());
     }
 
     #[tokio::test]
