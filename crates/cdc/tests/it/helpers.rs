@@ -59,13 +59,7 @@ impl Harness {
 
     /// Whether Temporal knows the content's workflow (without starting it).
     pub async fn workflow_exists(&self, index: usize, content: &ReportContent) -> bool {
-        let client = liquidity_workflows::connect(&self.temporal).await.unwrap();
-        let id = liquidity_workflows::workflow_id(self.tenant(index), content.id);
-        client
-            .get_workflow_handle::<liquidity_workflows::FetchReportContentWorkflow>(id)
-            .describe(Default::default())
-            .await
-            .is_ok()
+        self.workflow_started_at(index, content).await.is_some()
     }
 
     /// When Temporal started the latest run of the content's workflow; `None` before it exists.
