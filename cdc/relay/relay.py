@@ -627,7 +627,10 @@ class EngineRunner:
 
 
 def slots_active(tenants: list[Tenant]) -> bool:
-    """True when every slot of OUR tenants is held by a walsender (its connector is streaming)."""
+    """True when every slot of OUR tenants is held by a walsender and consistent (its connector
+    streams). A slot being created is already active, but CREATE_REPLICATION_SLOT first waits for
+    every transaction running in the cluster to end, and only then sets confirmed_flush_lsn: a
+    long transaction elsewhere can hold that (and the engine's start) for minutes."""
     import psycopg
 
     by_server: dict[tuple[str, int], list[Tenant]] = {}
@@ -636,7 +639,8 @@ def slots_active(tenants: list[Tenant]) -> bool:
     for ts in by_server.values():
         try:
             with psycopg.connect(**ts[0].connect_args(), connect_timeout=2) as c:
-                rows = c.execute("SELECT slot_name FROM pg_replication_slots WHERE active AND slot_name = ANY(%s)",
+                rows = c.execute("SELECT slot_name FROM pg_replication_slots"
+                                 " WHERE active AND confirmed_flush_lsn IS NOT NULL AND slot_name = ANY(%s)",
                                  ([x.slot for x in ts],)).fetchall()
         except Exception:  # noqa: BLE001 - not ready yet
             return False
