@@ -226,6 +226,7 @@ async fn logins_beyond_the_hash_slots_get_a_quick_503_instead_of_queueing() {
         config.hash_limits = HashLimits {
             concurrency: 1,
             queue_timeout: Duration::from_millis(1),
+            ..HashLimits::default()
         };
     })
     .await;

@@ -45,6 +45,8 @@ async fn burst(replicas: usize, ceiling: f64) {
         .collect();
     let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
     let contents = REPORTS * 3;
+    let processes = pipeline_processes(&world, replicas);
+    let cpu_before: Vec<f64> = processes.iter().map(|p| p.cpu_seconds()).collect();
 
     let started = Instant::now();
     let starting = futures::stream::iter(0..REPORTS)
@@ -102,6 +104,17 @@ async fn burst(replicas: usize, ceiling: f64) {
             "{name}: not drained after {DRAIN_LIMIT:?} ({done} of {contents} contents final)"
         );
     };
+    let cpu: Vec<String> = processes
+        .iter()
+        .zip(cpu_before)
+        .map(|(p, before)| format!("{} {:.0} s", p.role, p.cpu_seconds() - before))
+        .collect();
+    println!(
+        "{name}: CPU used until all reports finished ({:.0} s of 2 cores: {:.0} CPU-s): {}",
+        reports_final.as_secs_f64(),
+        2.0 * reports_final.as_secs_f64(),
+        cpu.join(", ")
+    );
     let contents_final = contents_final.unwrap_or(reports_final);
     let rate = contents as f64 / contents_final.as_secs_f64();
     println!(
@@ -135,4 +148,50 @@ async fn progress(world: &World) -> (usize, usize) {
         reports += r as usize;
     }
     (contents, reports)
+}
+
+/// One process of the pipeline, and whether its CPU includes its children's.
+struct Process {
+    role: &'static str,
+    pid: u32,
+    with_children: bool,
+}
+
+impl Process {
+    fn cpu_seconds(&self) -> f64 {
+        if self.with_children {
+            cpu_seconds_with_children(self.pid)
+        } else {
+            cpu_seconds(self.pid)
+        }
+    }
+}
+
+/// The world's processes, plus the test stack's Temporal server and PostgreSQL (the postmaster
+/// and its backends), which the harness does not start.
+fn pipeline_processes(world: &World, replicas: usize) -> Vec<Process> {
+    // The emulator's launcher script runs its JVM as a child.
+    let own = |role: &'static str| Process {
+        role,
+        pid: world.pid(role),
+        with_children: role == "pubsub",
+    };
+    let mut processes: Vec<Process> = ["api", "relay", "pubsub", "sources"].into_iter().map(own).collect();
+    for role in ["cdc-worker", "cdc-worker-2", "workflow-worker", "workflow-worker-2"] {
+        if replicas > 1 || !role.ends_with("-2") {
+            processes.push(own(role));
+        }
+    }
+    let stack = |role, variable: &str, with_children| {
+        let address = std::env::var(variable).ok()?;
+        let port = address.rsplit(':').next()?.split('/').next()?.to_owned();
+        Some(Process {
+            role,
+            pid: listener_pid(&format!(":{port}"))?,
+            with_children,
+        })
+    };
+    processes.extend(stack("temporal", "LQDTY_TEST_TEMPORAL_ADDRESS", false));
+    processes.extend(stack("postgres", "LQDTY_TEST_PG_ADMIN_URL", true));
+    processes
 }

@@ -82,7 +82,7 @@ pub async fn run() {
 }
 
 /// In-progress contents that no workflow has checked yet.
-async fn never_polled(world: &World) -> i64 {
+pub async fn never_polled(world: &World) -> i64 {
     let mut total = 0;
     for index in 0..3 {
         let mut conn = world.dbs.connect(index).await;
@@ -111,17 +111,4 @@ async fn poll_ages(world: &World) -> Vec<f64> {
         ages.extend(tenant_ages);
     }
     ages
-}
-
-/// The process listening on `address` (`http://host:port`), from `ss`: the test stack's
-/// Temporal server is started by its supervisor, not by the harness.
-fn listener_pid(address: &str) -> Option<u32> {
-    let port = address.rsplit(':').next()?;
-    let output = std::process::Command::new("ss")
-        .args(["-Hltnp", &format!("sport = :{port}")])
-        .output()
-        .ok()?;
-    let listing = String::from_utf8_lossy(&output.stdout);
-    let pid = listing.split("pid=").nth(1)?.split(',').next()?;
-    pid.parse().ok()
 }

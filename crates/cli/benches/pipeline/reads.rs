@@ -155,7 +155,7 @@ pub async fn run() {
 /// runtime and one keep-alive connection each.
 async fn closed_loop_for(world: &World, token: &str, body: &Value, field: &str, api: u32) -> Run {
     let url = format!("{}/graphql", world.api);
-    let (api_before, generator_before) = (cpu_seconds(&api.to_string()), cpu_seconds("self"));
+    let (api_before, generator_before) = (cpu_seconds(api), cpu_seconds(std::process::id()));
     let started = Instant::now();
     let until = started + DURATION;
     let clients = futures::stream::iter(0..CONCURRENCY).map(|_| {
@@ -182,28 +182,9 @@ async fn closed_loop_for(world: &World, token: &str, body: &Value, field: &str, 
         requests: latencies.len(),
         elapsed,
         latencies,
-        api_cpu: cpu_seconds(&api.to_string()) - api_before,
-        generator_cpu: cpu_seconds("self") - generator_before,
+        api_cpu: cpu_seconds(api) - api_before,
+        generator_cpu: cpu_seconds(std::process::id()) - generator_before,
     }
-}
-
-/// User and system CPU seconds of a process so far (`/proc/<pid>/stat`, all threads), in
-/// clock ticks of 1/100 s (USER_HZ on Linux).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name may hold spaces; the fields after it are fixed.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The `-D` variables of every pgbench script: the report read, its user and tenant, and the

@@ -10,31 +10,13 @@ use std::time::{Duration, Instant};
 
 use liquidity_cdc::pubsub::{self, PubSubSettings};
 
+use crate::stats::{cpu_seconds, load_average};
 use crate::world::{PROJECT, TOPIC, World};
 
 /// Contents per tenant; three tenants.
 const CONTENTS_PER_TENANT: usize = 30_000;
 /// Reports per INSERT transaction (three contents each).
 const REPORTS_PER_TRANSACTION: usize = 1_000;
-
-/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // the command (field 2) may hold spaces: count fields after its closing parenthesis
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // USER_HZ is 100 on Linux
-    ticks / 100.0
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// Inserts the contents of one tenant, `REPORTS_PER_TRANSACTION` reports a transaction.
 async fn insert(world: &World, tenant: usize) {
@@ -96,7 +78,7 @@ pub async fn run() {
     println!(
         "relay: RSS after start {} MiB; load {}",
         crate::stats::proc_status_kib(relay, "VmRSS:") / 1024,
-        loadavg()
+        load_average()
     );
 
     // Idle: nothing changes; the engines poll, heartbeat every 10 s
@@ -106,7 +88,7 @@ pub async fn run() {
     println!(
         "relay idle: {:.2}% of one core over 30 s; load {}",
         idle * 100.0,
-        loadavg()
+        load_average()
     );
 
     // Burst: insert everything at once, count what the subscription receives
@@ -127,7 +109,7 @@ pub async fn run() {
         drained.as_secs_f64(),
         total as f64 / drained.as_secs_f64(),
         0.8 * total as f64 / middle,
-        loadavg()
+        load_average()
     );
     println!(
         "relay CPU: {cpu:.1} s for {total} events = {:.0} us per event = {:.0} events per CPU-second; \

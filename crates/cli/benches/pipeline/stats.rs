@@ -62,8 +62,53 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// The 1-minute load average, to print next to every figure (the machine is shared).
+/// The load averages (1, 5 and 15 minutes), to print next to every figure (the machine is shared).
 pub fn load_average() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace().next().unwrap_or("?").to_owned()
+    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&stat).unwrap_or_default()
+}
+
+/// CPU seconds of a process and of its living children: PostgreSQL's backends and walsenders are
+/// children of the postmaster.
+pub fn cpu_seconds_with_children(pid: u32) -> f64 {
+    let children: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat_field(stat, 1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(pid))
+        .filter_map(|stat| stat_cpu_seconds(&stat))
+        .sum();
+    cpu_seconds(pid) + children
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in seconds (USER_HZ is 100 on Linux).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    let ticks = |index| stat_field(stat, index)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Field `index` of a `/proc/<pid>/stat` line, counted from the state (field 3) as 0: the command
+/// before it may hold spaces and parentheses, so the count starts after its last `)`.
+fn stat_field(stat: &str, index: usize) -> Option<&str> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(index)
+}
+
+/// The process listening on `address` (`http://host:port`), from `ss`: the test stack's
+/// Temporal server is started by its supervisor, not by the harness.
+pub fn listener_pid(address: &str) -> Option<u32> {
+    let port = address.rsplit(':').next()?;
+    let output = std::process::Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let pid = listing.split("pid=").nth(1)?.split(',').next()?;
+    pid.parse().ok()
 }

@@ -20,6 +20,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let limits = HashLimits {
         concurrency: args.hash_concurrency.map_or(defaults.concurrency, usize::from),
         queue_timeout: args.hash_queue_timeout.unwrap_or(defaults.queue_timeout),
+        ..defaults
     };
     let hasher = PasswordHasher::new(limits).context("password hasher")?;
     let deps = ApiDeps {

@@ -8,11 +8,14 @@
 //!   without bound. The slot is held by the hash itself, so a request that is cut off (timeout,
 //!   disconnect) still counts until its hash really ends;
 //! - hashes run on that many dedicated, long-lived threads, each with its own argon2 working
-//!   memory allocated once and reused by every hash it runs. Allocating 19 MiB per hash, as
+//!   memory allocated by its first hash and reused by every hash it runs, until the thread has
+//!   hashed nothing for [`HashLimits::release_memory_after`]. Allocating 19 MiB per hash, as
 //!   argon2's convenience API does, let the API grow to 779 MiB in the login-flood benchmark
 //!   on tokio's blocking pool (glibc keeps a block in the arena of every thread the pool ever
 //!   spawned) and still to 410 MiB on two fixed threads (the freed blocks fragment around small
-//!   allocations). With reused memory the hashing costs exactly `concurrency` x 19 MiB;
+//!   allocations). With reused memory the hashing costs exactly `concurrency` x 19 MiB while
+//!   logins come, and nothing once they stop (an API that served a login wave would otherwise
+//!   keep 19 MiB per thread for good: 38 of its 59 MiB in the capacity benchmark);
 //! - no more callers wait for a slot than the slots can serve within the queue timeout
 //!   ([`HASH_TIME`] each): the others are told [`HashError::Busy`] at once, instead of holding a
 //!   request in memory for the whole timeout only to be refused at its end;
@@ -26,7 +29,7 @@
 //!   slowing every other request.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,14 +54,19 @@ pub struct HashLimits {
     pub concurrency: usize,
     /// How long a caller waits for a free slot before [`HashError::Busy`].
     pub queue_timeout: Duration,
+    /// A hashing thread that ran no hash for this long gives its 19 MiB back (its next hash
+    /// allocates them again, ~1 ms).
+    pub release_memory_after: Duration,
 }
 
 impl Default for HashLimits {
-    /// One hash per core (more only adds memory: the work is CPU-bound), 2 s of queueing.
+    /// One hash per core (more only adds memory: the work is CPU-bound), 2 s of queueing, memory
+    /// given back after a minute without logins.
     fn default() -> Self {
         Self {
             concurrency: std::thread::available_parallelism().map_or(1, usize::from),
             queue_timeout: Duration::from_secs(2),
+            release_memory_after: Duration::from_secs(60),
         }
     }
 }
@@ -113,9 +121,7 @@ impl PasswordHasher {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                // The working memory is allocated by the thread's first hash, so an idle API
-                // holds none of it.
-                .spawn(move || run_jobs(&queue, Vec::new()))
+                .spawn(move || run_jobs(&queue, limits.release_memory_after))
                 .map_err(|e| HashError::Failed(format!("cannot start a hashing thread: {e}")))?;
         }
         Ok(Self {
@@ -280,19 +286,42 @@ fn lower_priority() {
 }
 
 /// The loop of one hashing thread: runs jobs, on its own working memory, until every sender
-/// is gone.
-fn run_jobs(queue: &Mutex<Receiver<Job>>, mut memory: Vec<Block>) {
+/// is gone. The memory is allocated by the thread's first hash (an idle API holds none of it)
+/// and dropped after `release_memory_after` without a job.
+fn run_jobs(queue: &Mutex<Receiver<Job>>, release_memory_after: Duration) {
     lower_priority();
+    let mut memory: Vec<Block> = Vec::new();
     loop {
-        // The lock is held only while waiting for the next job, never while hashing.
+        // The lock is held only while waiting for the next job, never while hashing. The
+        // waiting thread gives the lock up at each timeout, so every thread gets to time out
+        // and release its memory while no login comes.
         let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(poisoned) => poisoned.into_inner().recv(),
+            Ok(queue) => queue.recv_timeout(release_memory_after),
+            Err(poisoned) => poisoned.into_inner().recv_timeout(release_memory_after),
         };
         match job {
             Ok(job) => job(&mut memory),
-            Err(_) => return,
+            Err(RecvTimeoutError::Timeout) => release(&mut memory),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Gives a hashing thread's working memory back to the system. Dropping it is not enough: the
+/// first 19 MiB block is mapped on its own and unmapped when dropped, but that raises glibc's
+/// mmap threshold above 19 MiB, so later blocks come from the thread's malloc arena, which keeps
+/// what is freed (it trims only above twice the threshold). `malloc_trim` returns the free pages
+/// of every arena.
+fn release(memory: &mut Vec<Block>) {
+    if memory.capacity() == 0 {
+        return;
+    }
+    *memory = Vec::new();
+    // SAFETY: malloc_trim takes no pointer and only gives free pages back to the kernel; it is
+    // thread-safe (it locks each arena in turn).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -434,6 +463,7 @@ mod tests {
         let hasher = PasswordHasher::new(HashLimits {
             concurrency: 1,
             queue_timeout: Duration::from_millis(50),
+            ..HashLimits::default()
         })
         .unwrap();
         let held = hasher.slots.clone().acquire_owned().await.unwrap();
@@ -454,6 +484,7 @@ mod tests {
         let hasher = PasswordHasher::new(HashLimits {
             concurrency: 2,
             queue_timeout: Duration::from_secs(30),
+            ..HashLimits::default()
         })
         .unwrap();
 
@@ -502,6 +533,7 @@ mod tests {
         let hasher = PasswordHasher::new(HashLimits {
             concurrency: 1,
             queue_timeout: Duration::from_millis(500),
+            ..HashLimits::default()
         })
         .unwrap();
         let held = hasher.slots.clone().acquire_owned().await.unwrap();
@@ -533,6 +565,7 @@ mod tests {
         let hasher = PasswordHasher::new(HashLimits {
             concurrency: 1,
             queue_timeout: Duration::from_secs(5),
+            ..HashLimits::default()
         })
         .unwrap();
 
@@ -547,6 +580,36 @@ mod tests {
         // Assert: the slot is still taken (the blocking hash runs on), then comes back
         assert_eq!(hasher.slots.available_permits(), 0);
         poll_until(|| hasher.slots.available_permits() == 1).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hashing_thread_gives_its_memory_back_once_logins_stop() {
+        // Arrange: one hashing thread that releases its memory after 300 ms without a hash
+        let hasher = PasswordHasher::new(HashLimits {
+            concurrency: 1,
+            release_memory_after: Duration::from_millis(300),
+            ..HashLimits::default()
+        })
+        .unwrap();
+        let argon2_kib = u64::from(MEMORY_KIB);
+        let before = rss_kib();
+
+        // Act: one hash, then nothing
+        let stored = hasher.hash("correct-horse".into()).await.unwrap();
+        let holding = rss_kib();
+
+        // Assert: the 19 MiB are held after the hash, given back after the idle time, and
+        // allocated again by the next hash
+        assert!(holding >= before + argon2_kib * 3 / 4, "RSS {before} -> {holding} KiB");
+        poll_until(|| rss_kib() + argon2_kib * 3 / 4 <= holding).await;
+        assert!(hasher.verify("correct-horse".into(), Some(stored)).await.unwrap());
+    }
+
+    /// This process's resident memory (`VmRSS`), in KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// Polls a condition every millisecond (a hash lasts ~20 ms: `wait_until`'s 50 ms period
