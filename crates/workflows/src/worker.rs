@@ -43,8 +43,10 @@ pub fn validate_max_activities(max_concurrent_activities: usize) -> Result<usize
     }
 }
 
-/// Default of `WORKER_MAX_ACTIVITIES`: one replica carries 3,000 reports (9,000 contents) at
-/// 10 s polls out of the box (the `capacity` bench in the README).
+/// Default of `WORKER_MAX_ACTIVITIES`: a slot for each content of 3,000 reports (9,000 contents)
+/// and then some, at ~40 KiB of memory per polling content. In the README's `capacity` bench no
+/// content waited for a slot at any step; what limited it was starting workflows on the
+/// Temporal dev server.
 pub const DEFAULT_MAX_ACTIVITIES: usize = 10_000;
 
 /// How a worker takes its tasks from Temporal: slots, pollers and the sticky cache.
