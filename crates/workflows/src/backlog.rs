@@ -6,7 +6,10 @@
 //! a loop ends somewhere. No worker sees those tasks, so each replica asks the server
 //! (`DescribeTaskQueue` with stats) every [`WATCH_EVERY`], publishes what it says as
 //! `lqdty_workflow_activity_backlog` and `lqdty_workflow_activity_backlog_age_seconds`, and logs a
-//! warning while the oldest waiting task is older than [`TOLERATED_AGE`].
+//! warning while the oldest waiting task is older than [`TOLERATED_AGE`]. A backlog with free
+//! slots is the other cause the warning names: a server too busy to dispatch (the README's
+//! `capacity` bench saw 640 tasks waiting at 9,000 contents with 10,000 slots, the dev server
+//! using a full core).
 
 use std::time::Duration;
 
@@ -94,7 +97,7 @@ pub async fn watch(client: Client, settings: &TemporalSettings, max_activities: 
                         oldest = ?backlog.oldest,
                         slots_per_worker = max_activities,
                         task_queue = %settings.task_queue,
-                        "contents are waiting for an activity slot and are not polled: add workflow-worker replicas or raise WORKER_MAX_ACTIVITIES"
+                        "contents wait in Temporal's activity backlog and are not polled: every activity slot is taken (add workflow-worker replicas or raise WORKER_MAX_ACTIVITIES), or the server dispatches tasks slower than they come (see its CPU)"
                     );
                 }
             }

@@ -186,7 +186,7 @@ async fn contents_beyond_the_activity_slots_are_reported_waiting_in_temporals_ba
     world.start_report(&token).await;
 
     // Assert: one content is polled; the two others wait in the backlog, and the worker says so
-    let warning = "contents are waiting for an activity slot";
+    let warning = "contents wait in Temporal's activity backlog";
     wait_until(Duration::from_secs(120), "the backlog exported and logged", || async {
         let workflows = scrape(&world, "workflow-worker").await;
         sample(&workflows, "lqdty_workflow_activity_backlog", &[]) >= 2.0
