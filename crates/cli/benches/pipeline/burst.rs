@@ -170,11 +170,10 @@ impl Process {
 /// The world's processes, plus the test stack's Temporal server and PostgreSQL (the postmaster
 /// and its backends), which the harness does not start.
 fn pipeline_processes(world: &World, replicas: usize) -> Vec<Process> {
-    // The emulator's launcher script runs its JVM as a child.
     let own = |role: &'static str| Process {
         role,
         pid: world.pid(role),
-        with_children: role == "pubsub",
+        with_children: false,
     };
     let mut processes: Vec<Process> = ["api", "relay", "pubsub", "sources"].into_iter().map(own).collect();
     for role in ["cdc-worker", "cdc-worker-2", "workflow-worker", "workflow-worker-2"] {
@@ -183,11 +182,9 @@ fn pipeline_processes(world: &World, replicas: usize) -> Vec<Process> {
         }
     }
     let stack = |role, variable: &str, with_children| {
-        let address = std::env::var(variable).ok()?;
-        let port = address.rsplit(':').next()?.split('/').next()?.to_owned();
         Some(Process {
             role,
-            pid: listener_pid(&format!(":{port}"))?,
+            pid: listener_pid(&std::env::var(variable).ok()?)?,
             with_children,
         })
     };

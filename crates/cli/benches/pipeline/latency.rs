@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use futures::StreamExt as _;
+use serde_json::json;
 
 use crate::capacity;
 use crate::stats::*;

@@ -100,10 +100,11 @@ fn stat_field(stat: &str, index: usize) -> Option<&str> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(index)
 }
 
-/// The process listening on `address` (`http://host:port`), from `ss`: the test stack's
-/// Temporal server is started by its supervisor, not by the harness.
+/// The process listening on the port of `address` (`http://host:port` or
+/// `postgres://user:password@host:port/database`), from `ss`: the test stack's Temporal server
+/// and PostgreSQL are started by its supervisor, not by the harness.
 pub fn listener_pid(address: &str) -> Option<u32> {
-    let port = address.rsplit(':').next()?;
+    let port = address.rsplit(':').next()?.split('/').next()?;
     let output = std::process::Command::new("ss")
         .args(["-Hltnp", &format!("sport = :{port}")])
         .output()
