@@ -361,6 +361,7 @@ cmd_env() {
     echo "export LQDTY_TEST_PG_ADMIN_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
     echo "export LQDTY_TEST_PUBSUB_HOST=127.0.0.1:$PUBSUB_PORT"
     echo "export LQDTY_TEST_TEMPORAL_ADDRESS=http://127.0.0.1:$TEMPORAL_PORT"
+    echo "export LQDTY_TEST_TEMPORAL_METRICS=http://127.0.0.1:$TEMPORAL_METRICS_PORT/metrics"
     echo "export LQDTY_TEST_VENV=$VENV"
     echo "export LQDTY_TEST_RELAY=$RELAY_PY"
     echo "export LQDTY_TEST_PUBSUB_CLASSPATH=$(pubsub_classpath)"

@@ -32,6 +32,15 @@ pub const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
 /// one heartbeat per 0.8 x heartbeat timeout; the others only refresh the details it sends.)
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
+/// An attempt sends no heartbeat during its first 30 s. Each heartbeat the server receives is a
+/// write of the workflow's state on Temporal, and the SDK sends the first one at once: in the
+/// `burst` bench, where a content is done ~10 s after its attempt starts, that first heartbeat
+/// was one of the 6 `UpdateWorkflowExecution`s per content (5 without it), on a dev server whose
+/// SQLite connection is the pipeline's bottleneck. Skipping it costs nothing: the server times an
+/// attempt out only [`POLL_SOURCE_HEARTBEAT_TIMEOUT`] after its start or last heartbeat, and the
+/// first is sent at most [`HEARTBEAT_EVERY`] after this (checked at compile time below).
+const FIRST_HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
+
 /// Longest `http_timeout` accepted (`SOURCE_HTTP_TIMEOUT`). A pass heartbeats while it runs,
 /// so this no longer has to fit in the heartbeat timeout; it keeps a pass short enough that a
 /// worker shutdown (which cancels it) and the backoff stay predictable.
@@ -403,31 +412,37 @@ impl SourceActivities {
                 None
             })
             .unwrap_or_default();
+        let heartbeats = Heartbeats::new(ctx);
         let mut backoff = Backoff::new(self.policy.poll_interval);
         // When the next pass should start: the previous one's end plus its wait.
         let mut planned: Option<std::time::Instant> = None;
-        loop {
+        let failure = loop {
             if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
+                break ActivityError::cancelled();
             }
             if let Some(at) = planned.take() {
                 crate::metrics::poll_lag(at.elapsed());
             }
             let pass = self.pass(pool, tenant_id, original.id, progress.clone(), backoff);
-            match heartbeating(ctx, &progress, self.policy.pass_bound(), pass).await? {
-                PassEnd::Finished(outcome) => return Ok(outcome),
-                PassEnd::Again {
+            match heartbeating(&heartbeats, &progress, self.policy.pass_bound(), pass).await {
+                Ok(PassEnd::Finished(outcome)) => return Ok(outcome),
+                Ok(PassEnd::Again {
                     progress: next,
                     backoff: next_backoff,
                     wait,
-                } => {
+                }) => {
                     progress = next;
                     backoff = next_backoff;
                     planned = Some(std::time::Instant::now() + wait);
-                    pause(ctx, &progress, wait).await?;
+                    if let Err(e) = pause(&heartbeats, &progress, wait).await {
+                        break e;
+                    }
                 }
+                Err(e) => break e,
             }
-        }
+        };
+        heartbeats.hand_over(&progress).await;
+        Err(failure)
     }
 
     /// One pass: read the row, call the source, act on the answer. Every decision is made by
@@ -495,21 +510,57 @@ impl SourceActivities {
     }
 }
 
+/// The heartbeats of one attempt: none before [`FIRST_HEARTBEAT_AFTER`], then every one the
+/// poll loop records (the SDK sends at most one per 0.8 x heartbeat timeout).
+struct Heartbeats<'a> {
+    ctx: &'a ActivityContext,
+    first_due: std::time::Instant,
+}
+
+impl<'a> Heartbeats<'a> {
+    fn new(ctx: &'a ActivityContext) -> Self {
+        Self {
+            ctx,
+            first_due: std::time::Instant::now() + FIRST_HEARTBEAT_AFTER,
+        }
+    }
+
+    /// Records `progress` for the retry of a failed or cancelled attempt: the SDK reports the
+    /// last recorded details with the failure, and the first heartbeat may not have been due.
+    async fn hand_over(&self, progress: &PollProgress) {
+        if let Err(e) = self.ctx.record_heartbeat(progress.clone()).await {
+            tracing::warn!(error = %e, "cannot record the poll loop's progress for its retry");
+        }
+    }
+
+    /// Records `progress` as the attempt's heartbeat details, once the first heartbeat is due.
+    async fn beat(&self, progress: &PollProgress) -> Result<(), ActivityError> {
+        if std::time::Instant::now() < self.first_due {
+            return Ok(());
+        }
+        self.ctx
+            .record_heartbeat(progress.clone())
+            .await
+            .map_err(ActivityError::from)
+    }
+}
+
 /// Runs one pass while heartbeating `progress` every [`HEARTBEAT_EVERY`], so a pass longer than
 /// the heartbeat timeout (a slow source near its HTTP timeout plus waits for a tenant
 /// connection) does not make the server time the attempt out and start a second, overlapping
 /// one. The pass is bounded by `bound`: a stuck pass fails the attempt (retryable) rather than
 /// being kept alive by the heartbeats. A cancelled attempt stops at once.
 async fn heartbeating<T>(
-    ctx: &ActivityContext,
+    heartbeats: &Heartbeats<'_>,
     progress: &PollProgress,
     bound: Duration,
     pass: impl Future<Output = Result<T, ActivityError>>,
 ) -> Result<T, ActivityError> {
+    let ctx = heartbeats.ctx;
     let ticker = async {
         loop {
-            if let Err(e) = ctx.record_heartbeat(progress.clone()).await {
-                return ActivityError::from(e);
+            if let Err(e) = heartbeats.beat(progress).await {
+                return e;
             }
             tokio::time::sleep(HEARTBEAT_EVERY).await;
         }
@@ -527,10 +578,11 @@ async fn heartbeating<T>(
 /// Sleeps `wait` in chunks of at most [`HEARTBEAT_EVERY`], heartbeating `progress` before each,
 /// and gives up as cancelled as soon as the attempt is cancelled (worker shutdown, heartbeat
 /// timeout seen by the server, workflow cancelled).
-async fn pause(ctx: &ActivityContext, progress: &PollProgress, wait: Duration) -> Result<(), ActivityError> {
+async fn pause(heartbeats: &Heartbeats<'_>, progress: &PollProgress, wait: Duration) -> Result<(), ActivityError> {
+    let ctx = heartbeats.ctx;
     let mut left = wait;
     loop {
-        ctx.record_heartbeat(progress.clone()).await?;
+        heartbeats.beat(progress).await?;
         if left.is_zero() {
             return Ok(());
         }
@@ -570,6 +622,10 @@ fn tenancy_failure(e: TenancyError) -> ActivityError {
 
 // Keeps the heartbeat timeout and the heartbeat period consistent at compile time.
 const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs());
+// The first heartbeat reaches the server with a third of the heartbeat timeout to spare.
+const _: () = assert!(
+    (FIRST_HEARTBEAT_AFTER.as_secs() + HEARTBEAT_EVERY.as_secs()) * 3 <= POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs() * 2
+);
 
 #[cfg(test)]
 mod tests {

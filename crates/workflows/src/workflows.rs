@@ -26,7 +26,14 @@ pub const POLL_SOURCE_START_TO_CLOSE: Duration = Duration::from_secs(24 * 60 * 6
 
 /// A worker that stops heartbeating for this long is considered dead and the activity is
 /// retried elsewhere, resuming from its last heartbeat details.
-pub const POLL_SOURCE_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+///
+/// Each heartbeat the server receives is a write of the workflow's state, and the SDK sends one
+/// per 0.8 x this timeout for every polling content: with 30 s, 9,000 contents were ~375 writes a
+/// second on the Temporal dev server's single SQLite connection, which also has to start every new
+/// workflow. 60 s halves that (one heartbeat per content every 48 s); the price is that the
+/// contents of a worker killed without a drain resume up to a minute later (a drained worker
+/// hands its contents over at once, see `worker::SHUTDOWN_GRACE`).
+pub const POLL_SOURCE_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Input of the workflow and of its activity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,11 +19,15 @@ const CLIENTS: usize = 16;
 /// Longest wait for the burst to drain before the scenario gives up and says so.
 const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 
-/// The burst with one and with two replicas of each worker, each drain rate as a share of the
-/// engine's ceiling measured just before on the same machine.
+/// The burst with one and with two replicas of each worker (`LQDTY_BENCH_BURST_REPLICAS=1` or `2`
+/// runs only that one), each drain rate as a share of the engine's ceiling measured just before on
+/// the same machine.
 pub async fn run() {
+    let only: Option<usize> = std::env::var("LQDTY_BENCH_BURST_REPLICAS")
+        .ok()
+        .and_then(|r| r.parse().ok());
     let ceiling = temporal_ceiling::ceiling("ceiling", liquidity_workflows::worker::WorkerTuning::default()).await;
-    for replicas in [1, 2] {
+    for replicas in [1, 2].into_iter().filter(|r| only.is_none_or(|only| only == *r)) {
         burst(replicas, ceiling).await;
     }
 }
@@ -47,6 +51,7 @@ async fn burst(replicas: usize, ceiling: f64) {
     let contents = REPORTS * 3;
     let processes = pipeline_processes(&world, replicas);
     let cpu_before: Vec<f64> = processes.iter().map(|p| p.cpu_seconds()).collect();
+    let persistence_before = temporal_persistence_requests().await;
 
     let started = Instant::now();
     let starting = futures::stream::iter(0..REPORTS)
@@ -114,6 +119,10 @@ async fn burst(replicas: usize, ceiling: f64) {
         reports_final.as_secs_f64(),
         2.0 * reports_final.as_secs_f64(),
         cpu.join(", ")
+    );
+    println!(
+        "{name}: Temporal's persistence requests per content: {}",
+        persistence_per_unit(&persistence_before, &temporal_persistence_requests().await, contents)
     );
     let contents_final = contents_final.unwrap_or(reports_final);
     let rate = contents as f64 / contents_final.as_secs_f64();

@@ -53,12 +53,28 @@ pub async fn run() {
         }
         let ramp = step_started.elapsed();
         // Steady state: how old is the last check of each in-progress content, over 30 s.
+        let temporal_pid = processes
+            .iter()
+            .find(|(role, _)| *role == "temporal")
+            .map(|(_, pid)| *pid);
+        let steady_started = Instant::now();
+        let temporal_cpu_before = temporal_pid.map(cpu_seconds).unwrap_or_default();
+        let persistence_before = temporal_persistence_requests().await;
         let mut lags = Vec::new();
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_secs(5)).await;
             lags.extend(poll_ages(&world).await);
         }
         lags.sort_by(f64::total_cmp);
+        // Temporal's work while nothing starts: what the polling contents alone cost it.
+        let steady = steady_started.elapsed();
+        let temporal_cores =
+            (temporal_pid.map(cpu_seconds).unwrap_or_default() - temporal_cpu_before) / steady.as_secs_f64();
+        let persistence = persistence_per_unit(
+            &persistence_before,
+            &temporal_persistence_requests().await,
+            steady.as_secs().max(1) as usize,
+        );
         let backlog = temporal_ceiling::backlog(&world.task_queue).map_or(-1, |q| q.activity_backlog as i64);
         println!(
             "{target:>17} | {:>8} | {:>13.0} s | {:>10.1} s | {:>5.1} s | {:>5.1} s | {backlog:>16} | {}",
@@ -74,6 +90,11 @@ pub async fn run() {
             .map(|(role, pid)| format!("{role} {} MiB", proc_status_kib(*pid, "VmRSS:") / 1024))
             .collect::<Vec<_>>();
         println!("{:>17}   RSS: {}", "", rss.join(", "));
+        println!(
+            "{:>17}   Temporal while the contents poll: {:.0}% of a core; persistence requests per second: {persistence}",
+            "",
+            100.0 * temporal_cores
+        );
         if percentile(&lags, 0.95) > 20.0 {
             println!("poll lag above twice the interval: stopping");
             break;

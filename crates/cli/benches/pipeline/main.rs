@@ -25,6 +25,9 @@ mod temporal_ceiling;
 
 #[tokio::main]
 async fn main() {
+    // reqwest is built without a default TLS provider; the stack's metrics endpoints are plain
+    // HTTP, but a client cannot be built without one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     if runs("auth") {

@@ -113,3 +113,49 @@ pub fn listener_pid(address: &str) -> Option<u32> {
     let pid = listing.split("pid=").nth(1)?.split(',').next()?;
     pid.parse().ok()
 }
+
+/// The persistence requests the test stack's Temporal server has made so far, by operation
+/// (`UpdateWorkflowExecution`, `CreateTasks`…), summed over its services: Temporal's own view of
+/// what a workflow costs it, from its Prometheus endpoint (`LQDTY_TEST_TEMPORAL_METRICS`). Empty
+/// when the endpoint is not known or does not answer.
+pub async fn temporal_persistence_requests() -> std::collections::BTreeMap<String, f64> {
+    let mut requests = std::collections::BTreeMap::new();
+    let Ok(url) = std::env::var("LQDTY_TEST_TEMPORAL_METRICS") else {
+        return requests;
+    };
+    let Ok(text) = async { reqwest::get(url).await?.text().await }.await else {
+        return requests;
+    };
+    for line in text.lines().filter(|line| line.starts_with("persistence_requests{")) {
+        let operation = line
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|count| count.parse::<f64>().ok());
+        if let (Some(operation), Some(count)) = (operation, count) {
+            *requests.entry(operation.to_owned()).or_default() += count;
+        }
+    }
+    requests
+}
+
+/// What `after` adds to `before`, per unit of work (`units`), largest first: "12.0 in all:
+/// UpdateWorkflowExecution 5.0, …" (the operations under 0.1 per unit are left out).
+pub fn persistence_per_unit(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    units: usize,
+) -> String {
+    let mut per_unit: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(operation, count)| {
+            let delta = count - before.get(operation).copied().unwrap_or_default();
+            (operation.as_str(), delta / units as f64)
+        })
+        .filter(|(_, per)| *per >= 0.1)
+        .collect();
+    per_unit.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = per_unit.iter().map(|(_, per)| per).sum();
+    let listed: Vec<String> = per_unit.iter().map(|(op, per)| format!("{op} {per:.1}")).collect();
+    format!("{total:.1} in all: {}", listed.join(", "))
+}

@@ -137,6 +137,7 @@ pub async fn ceiling(name: &str, tuning: WorkerTuning) -> f64 {
     let shutdown = worker.shutdown_handle();
     let task_queue = settings.task_queue.clone();
 
+    let persistence_before = crate::stats::temporal_persistence_requests().await;
     let load = async {
         let started = Instant::now();
         futures::stream::iter(0..WORKFLOWS)
@@ -184,6 +185,11 @@ pub async fn ceiling(name: &str, tuning: WorkerTuning) -> f64 {
         WORKFLOWS as f64 / all_started.as_secs_f64(),
         elapsed.as_secs_f64(),
         crate::stats::load_average(),
+    );
+    let persistence_after = crate::stats::temporal_persistence_requests().await;
+    println!(
+        "temporal-ceiling {name}: Temporal's persistence requests per workflow: {}",
+        crate::stats::persistence_per_unit(&persistence_before, &persistence_after, WORKFLOWS)
     );
     rate
 }

@@ -10,6 +10,7 @@ use liquidity_core::reports::ReportStatus;
 use liquidity_sources::SourceBehaviour;
 use liquidity_test_support::wait_until;
 use liquidity_workflows::source_client::BadAnswer;
+use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use liquidity_workflows::{FetchOutcome, FetchPolicy, SourceClient, SourceError, SourcesConfig, Url};
 use tokio::net::TcpListener;
 
@@ -167,17 +168,17 @@ async fn a_content_older_than_its_deadline_is_failed_without_calling_the_source_
 
 #[tokio::test]
 async fn a_pass_longer_than_the_heartbeat_timeout_stays_one_attempt_and_submits_once() {
-    // Arrange: every answer of the source takes 32 s, more than the 30 s heartbeat timeout.
+    // Arrange: every answer of the source takes 2 s more than the heartbeat timeout (60 s).
     // The HTTP timeout is raised past the production cap (20 s) so that the call alone is
     // that long; without heartbeats during the pass, Temporal would time the attempt out at
-    // 30 s and start a second, overlapping one, which submits again.
+    // the heartbeat timeout and start a second, overlapping one, which submits again.
     let simulator = TestSimulator::start(SourceBehaviour {
-        latency: Duration::from_secs(32),
+        latency: POLL_SOURCE_HEARTBEAT_TIMEOUT + Duration::from_secs(2),
         ..healthy()
     })
     .await;
     let policy = FetchPolicy {
-        http_timeout: Duration::from_secs(40),
+        http_timeout: POLL_SOURCE_HEARTBEAT_TIMEOUT + Duration::from_secs(10),
         ..test_policy()
     };
     let app = spawn_app_with(Behaviour::Never, policy, Some(simulator.sources_config().to_owned())).await;
