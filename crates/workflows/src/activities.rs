@@ -39,7 +39,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// SQLite connection is the pipeline's bottleneck. Skipping it costs nothing: the server times an
 /// attempt out only [`POLL_SOURCE_HEARTBEAT_TIMEOUT`] after its start or last heartbeat, and the
 /// first is sent at most [`HEARTBEAT_EVERY`] after this (checked at compile time below).
-const FIRST_HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
+pub const FIRST_HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
 
 /// Longest `http_timeout` accepted (`SOURCE_HTTP_TIMEOUT`). A pass heartbeats while it runs,
 /// so this no longer has to fit in the heartbeat timeout; it keeps a pass short enough that a

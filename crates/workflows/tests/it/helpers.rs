@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::source::{Behaviour, FakeSource};
 
-/// How long a test waits for a workflow result before failing.
-pub const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for a workflow result before failing: longer than the longest pass a
+/// test runs (the heartbeat timeout of 60 s plus 2 s).
+pub const RESULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The policy of the tests: fast polls, two bad answers tolerated.
 pub fn test_policy() -> FetchPolicy {
@@ -279,6 +280,28 @@ impl TestApp {
             }
         }
         (started, timed_out)
+    }
+
+    /// The `pollSource` activity of the content's workflow as the server sees it while it runs:
+    /// its attempt, and the seconds from the attempt's start to the last heartbeat the server
+    /// received (`None` before the first). `None` when no activity is pending.
+    pub async fn pending_poll(&self, content: &ReportContent) -> Option<(i32, Option<i64>)> {
+        use temporalio_client::WorkflowDescribeOptions;
+
+        let handle = self
+            .client
+            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id));
+        let description = handle
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .expect("the workflow's description");
+        let activity = description.raw_description.pending_activities.into_iter().next()?;
+        let started = activity.last_started_time.map(|t| t.seconds);
+        let heartbeat_after = activity
+            .last_heartbeat_time
+            .zip(started)
+            .map(|(heartbeat, started)| heartbeat.seconds - started);
+        Some((activity.attempt, heartbeat_after))
     }
 
     /// Starts the content's workflow and waits for its result.
