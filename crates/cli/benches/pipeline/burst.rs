@@ -122,7 +122,11 @@ async fn burst(replicas: usize, ceiling: f64) {
     );
     println!(
         "{name}: Temporal's persistence requests per content: {}",
-        persistence_per_unit(&persistence_before, &temporal_persistence_requests().await, contents)
+        persistence_per_unit(
+            persistence_before.as_ref(),
+            temporal_persistence_requests().await.as_ref(),
+            contents
+        )
     );
     let contents_final = contents_final.unwrap_or(reports_final);
     let rate = contents as f64 / contents_final.as_secs_f64();

@@ -32,7 +32,8 @@ pub async fn run() {
         .map(|role| (role, world.pid(role)))
         .collect();
     let temporal = std::env::var("LQDTY_TEST_TEMPORAL_ADDRESS").ok();
-    processes.extend(temporal.as_deref().and_then(listener_pid).map(|pid| ("temporal", pid)));
+    let temporal_pid = temporal.as_deref().and_then(listener_pid);
+    processes.extend(temporal_pid.map(|pid| ("temporal", pid)));
     println!(
         "reports in flight | contents | all polled after | poll lag p50 | p95 | max | activity backlog | load avg  (poll interval 10 s)"
     );
@@ -53,10 +54,6 @@ pub async fn run() {
         }
         let ramp = step_started.elapsed();
         // Steady state: how old is the last check of each in-progress content, over 30 s.
-        let temporal_pid = processes
-            .iter()
-            .find(|(role, _)| *role == "temporal")
-            .map(|(_, pid)| *pid);
         let steady_started = Instant::now();
         let temporal_cpu_before = temporal_pid.map(cpu_seconds).unwrap_or_default();
         let persistence_before = temporal_persistence_requests().await;
@@ -66,13 +63,14 @@ pub async fn run() {
             lags.extend(poll_ages(&world).await);
         }
         lags.sort_by(f64::total_cmp);
-        // Temporal's work while nothing starts: what the polling contents alone cost it.
+        // Temporal's work over the same window: the polling contents, plus whatever the step's
+        // starts had not finished during its ramp.
         let steady = steady_started.elapsed();
         let temporal_cores =
             (temporal_pid.map(cpu_seconds).unwrap_or_default() - temporal_cpu_before) / steady.as_secs_f64();
         let persistence = persistence_per_unit(
-            &persistence_before,
-            &temporal_persistence_requests().await,
+            persistence_before.as_ref(),
+            temporal_persistence_requests().await.as_ref(),
             steady.as_secs().max(1) as usize,
         );
         let backlog = temporal_ceiling::backlog(&world.task_queue).map_or(-1, |q| q.activity_backlog as i64);

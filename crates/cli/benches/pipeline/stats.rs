@@ -114,18 +114,17 @@ pub fn listener_pid(address: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Persistence requests by operation, summed over Temporal's services.
+pub type PersistenceRequests = std::collections::BTreeMap<String, f64>;
+
 /// The persistence requests the test stack's Temporal server has made so far, by operation
-/// (`UpdateWorkflowExecution`, `CreateTasks`…), summed over its services: Temporal's own view of
-/// what a workflow costs it, from its Prometheus endpoint (`LQDTY_TEST_TEMPORAL_METRICS`). Empty
-/// when the endpoint is not known or does not answer.
-pub async fn temporal_persistence_requests() -> std::collections::BTreeMap<String, f64> {
-    let mut requests = std::collections::BTreeMap::new();
-    let Ok(url) = std::env::var("LQDTY_TEST_TEMPORAL_METRICS") else {
-        return requests;
-    };
-    let Ok(text) = async { reqwest::get(url).await?.text().await }.await else {
-        return requests;
-    };
+/// (`UpdateWorkflowExecution`, `CreateTasks`…): Temporal's own view of what a workflow costs it,
+/// from its Prometheus endpoint (`LQDTY_TEST_TEMPORAL_METRICS`). `None` when the endpoint is not
+/// known or does not answer.
+pub async fn temporal_persistence_requests() -> Option<PersistenceRequests> {
+    let url = std::env::var("LQDTY_TEST_TEMPORAL_METRICS").ok()?;
+    let text = async { reqwest::get(url).await?.text().await }.await.ok()?;
+    let mut requests = PersistenceRequests::new();
     for line in text.lines().filter(|line| line.starts_with("persistence_requests{")) {
         let operation = line
             .split("operation=\"")
@@ -136,16 +135,20 @@ pub async fn temporal_persistence_requests() -> std::collections::BTreeMap<Strin
             *requests.entry(operation.to_owned()).or_default() += count;
         }
     }
-    requests
+    Some(requests)
 }
 
 /// What `after` adds to `before`, per unit of work (`units`), largest first: "12.0 in all:
-/// UpdateWorkflowExecution 5.0, …" (the operations under 0.1 per unit are left out).
+/// UpdateWorkflowExecution 5.0, …" (the operations under 0.1 per unit are left out), or why
+/// there is no figure.
 pub fn persistence_per_unit(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
+    before: Option<&PersistenceRequests>,
+    after: Option<&PersistenceRequests>,
     units: usize,
 ) -> String {
+    let (Some(before), Some(after)) = (before, after) else {
+        return "unknown (LQDTY_TEST_TEMPORAL_METRICS unset, or Temporal's metrics endpoint did not answer)".to_owned();
+    };
     let mut per_unit: Vec<(&str, f64)> = after
         .iter()
         .map(|(operation, count)| {

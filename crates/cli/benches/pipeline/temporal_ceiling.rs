@@ -189,7 +189,7 @@ pub async fn ceiling(name: &str, tuning: WorkerTuning) -> f64 {
     let persistence_after = crate::stats::temporal_persistence_requests().await;
     println!(
         "temporal-ceiling {name}: Temporal's persistence requests per workflow: {}",
-        crate::stats::persistence_per_unit(&persistence_before, &persistence_after, WORKFLOWS)
+        crate::stats::persistence_per_unit(persistence_before.as_ref(), persistence_after.as_ref(), WORKFLOWS)
     );
     rate
 }
