@@ -13,6 +13,11 @@
 //!   failing for hours) never hide the others;
 //! - finishes each report whose contents are all final but whose `finished_at` is null.
 //!
+//! Its questions to Temporal (one describe per stale content, a start per repair) are spaced to
+//! at most `checks_per_second`: the stale set is largest exactly when Temporal is saturated (a
+//! burst whose first workflow tasks are still queued leaves every new content "stale"), and
+//! a safety net must not take the server's capacity from the starts it is waiting for.
+//!
 //! Every repair is idempotent (the message handlers' functions, an update that only moves an
 //! in-progress row, a start that never creates a second running run), so running it on every
 //! CDC worker replica is safe. Each repair is counted by kind: a non-zero count means the CDC
@@ -21,6 +26,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use liquidity_core::reports::{self, ReportContent};
 use liquidity_core::{ReportContentId, TenantId};
@@ -42,6 +49,9 @@ pub struct ReconcilerSettings {
     pub deadline: Duration,
     /// Most rows looked at per tenant, kind and pass (`RECONCILE_BATCH`).
     pub batch: i64,
+    /// Most stale contents checked against Temporal per second, over all tenants
+    /// (`RECONCILE_CHECKS_PER_SECOND`).
+    pub checks_per_second: u32,
 }
 
 /// What one pass did, by kind.
@@ -75,6 +85,8 @@ pub struct Reconciler {
     settings: ReconcilerSettings,
     /// Last stale content looked at per tenant; the next pass goes on after it.
     cursors: HashMap<TenantId, ReportContentId>,
+    /// Spaces the checks against Temporal, across passes.
+    pace: Pace,
 }
 
 impl Reconciler {
@@ -84,6 +96,7 @@ impl Reconciler {
             deps,
             settings,
             cursors: HashMap::new(),
+            pace: Pace::per_second(settings.checks_per_second),
         }
     }
 
@@ -105,7 +118,7 @@ impl Reconciler {
     /// loses nothing).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let settings = self.settings;
-        tracing::info!(interval = ?settings.interval, stale_after = ?settings.stale_after, deadline = ?settings.deadline, batch = settings.batch, "reconciler starting");
+        tracing::info!(interval = ?settings.interval, stale_after = ?settings.stale_after, deadline = ?settings.deadline, batch = settings.batch, checks_per_second = settings.checks_per_second, "reconciler starting");
         let mut ticks = tokio::time::interval(settings.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -180,6 +193,9 @@ impl Reconciler {
                 .map_err(anyhow::Error::from)?;
         let reached_end = i64::try_from(page.len()).unwrap_or(i64::MAX) < self.settings.batch;
         for content in &page {
+            if let Some(wait) = self.pace.wait_before_next(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
             match self.restart_if_closed(tenant_id, content).await {
                 Ok(true) => report.restarted += 1,
                 Ok(false) => report.still_running += 1,
@@ -208,5 +224,51 @@ impl Reconciler {
         let outcome = self.deps.starter.ensure_running(tenant_id, content).await?;
         tracing::warn!(%tenant_id, content_id = %content.id, ?state, ?outcome, "content in progress without a running workflow: started again");
         Ok(true)
+    }
+}
+
+/// An even spacing of calls: at most one per `period`, without bursts after a quiet time (a
+/// pass that found nothing stale does not save up checks for the next one).
+#[derive(Debug)]
+struct Pace {
+    period: Duration,
+    /// When the next call may go; `None` before the first.
+    next: Option<Instant>,
+}
+
+impl Pace {
+    fn per_second(calls: u32) -> Self {
+        Self {
+            period: Duration::from_secs(1) / calls.max(1),
+            next: None,
+        }
+    }
+
+    /// How long to wait, from `now`, before the next call; books that call's slot.
+    fn wait_before_next(&mut self, now: Instant) -> Option<Duration> {
+        let slot = self.next.map_or(now, |next| next.max(now));
+        self.next = Some(slot + self.period);
+        (slot > now).then(|| slot - now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_spaced_by_the_period_and_a_quiet_time_saves_none_up() {
+        let mut pace = Pace::per_second(4);
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+
+        // Back to back: the first goes at once, each next one a quarter second after the last.
+        assert_eq!(pace.wait_before_next(start), None);
+        assert_eq!(pace.wait_before_next(start), Some(ms(250)));
+        assert_eq!(pace.wait_before_next(start + ms(100)), Some(ms(400)));
+        // After a quiet second, one call goes at once and the next waits a full period again.
+        let later = start + ms(2000);
+        assert_eq!(pace.wait_before_next(later), None);
+        assert_eq!(pace.wait_before_next(later), Some(ms(250)));
     }
 }

@@ -16,6 +16,7 @@ fn settings() -> ReconcilerSettings {
         stale_after: Duration::from_secs(1),
         deadline: Duration::from_secs(3600),
         batch: 100,
+        checks_per_second: 1000,
     }
 }
 

@@ -27,6 +27,11 @@ pub struct CdcWorkerArgs {
     /// Messages handled at once by this replica. 1..=10000.
     #[arg(long, env = "CDC_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Workflow starts and reconciler describes this replica sends to Temporal at once; more
+    /// wait their turn. Lower it when a backlog of starts crowds out the server's work on the
+    /// workflows already started (README, capacity). 1..=1000.
+    #[arg(long, env = "CDC_MAX_STARTS", default_value_t = liquidity_workflows::starter::DEFAULT_MAX_REQUESTS)]
+    pub max_starts: usize,
     /// Messages of tenants in backoff (their database or Temporal failing) held by this replica
     /// without taking a CDC_MAX_IN_FLIGHT slot; past it they are nacked and redelivered.
     /// 1..=100000.
@@ -46,6 +51,11 @@ pub struct CdcWorkerArgs {
     /// Most rows per tenant and kind looked at by one reconciliation pass. 1..=100000.
     #[arg(long, env = "RECONCILE_BATCH", default_value_t = 500)]
     pub reconcile_batch: i64,
+    /// Most stale contents the reconciler checks against Temporal per second, over all
+    /// tenants: the stale set is largest when Temporal is saturated, and the checks must not
+    /// crowd out the starts it is behind on. 1..=10000.
+    #[arg(long, env = "RECONCILE_CHECKS_PER_SECOND", default_value_t = 20)]
+    pub reconcile_checks_per_second: u32,
     /// A content still in progress this long after its creation is failed by the reconciler,
     /// even if no workflow is alive. The workflow worker's own SOURCE_DEADLINE: set both the
     /// same. At least 1s, less than 24h.
@@ -64,6 +74,8 @@ pub struct CdcWorkerSettings {
     pub consumer: ConsumerSettings,
     /// The reconciler's.
     pub reconciler: ReconcilerSettings,
+    /// Requests to Temporal in flight at once (`CDC_MAX_STARTS`).
+    pub max_starts: usize,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -79,7 +91,13 @@ impl CdcWorkerArgs {
     pub fn settings(&self) -> anyhow::Result<CdcWorkerSettings> {
         check_count("CDC_MAX_IN_FLIGHT", self.max_in_flight, 1..=10_000)?;
         check_count("CDC_MAX_PARKED", self.max_parked, 1..=100_000)?;
+        check_count("CDC_MAX_STARTS", self.max_starts, 1..=1_000)?;
         check_count("RECONCILE_BATCH", self.reconcile_batch, 1..=100_000)?;
+        check_count(
+            "RECONCILE_CHECKS_PER_SECOND",
+            self.reconcile_checks_per_second,
+            1..=10_000,
+        )?;
         check_duration("CDC_DRAIN_TIMEOUT", self.drain_timeout, Duration::from_millis(1), HOUR)?;
         check_duration("RECONCILE_INTERVAL", self.reconcile_interval, SECOND, DAY)?;
         check_duration("RECONCILE_STALE_AFTER", self.reconcile_stale_after, SECOND, DAY)?;
@@ -95,7 +113,9 @@ impl CdcWorkerArgs {
                 stale_after: self.reconcile_stale_after,
                 deadline: self.source_deadline,
                 batch: self.reconcile_batch,
+                checks_per_second: self.reconcile_checks_per_second,
             },
+            max_starts: self.max_starts,
         })
     }
 }
@@ -190,7 +210,7 @@ pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
     };
     let deps = Arc::new(CdcDeps {
         registry: registry.clone(),
-        starter: WorkflowStarter::new(client, temporal.task_queue),
+        starter: WorkflowStarter::new(client, temporal.task_queue).with_max_requests(settings.max_starts),
     });
     let reconciler = tokio::spawn(Reconciler::new(deps.clone(), settings.reconciler).run(shutdown.clone()));
     let consumed = run_consumer(pubsub, settings.consumer, deps, shutdown.clone()).await;
@@ -232,14 +252,20 @@ mod tests {
         assert_eq!(settings.consumer.max_parked, 1000);
         assert_eq!(settings.reconciler.deadline, HOUR);
         assert_eq!(settings.reconciler.interval, Duration::from_secs(30));
+        assert_eq!(settings.reconciler.checks_per_second, 20);
+        assert_eq!(settings.max_starts, 64);
     }
 
     #[test]
     fn a_zero_count_is_refused_naming_its_variable() {
         assert!(refusal(&["--max-in-flight", "0"]).starts_with("CDC_MAX_IN_FLIGHT=0 is refused"));
         assert!(refusal(&["--max-parked", "0"]).starts_with("CDC_MAX_PARKED=0 is refused"));
+        assert!(refusal(&["--max-starts", "0"]).starts_with("CDC_MAX_STARTS=0 is refused"));
         assert!(refusal(&["--reconcile-batch", "0"]).starts_with("RECONCILE_BATCH=0 is refused"));
         assert!(refusal(&["--reconcile-batch=-5"]).starts_with("RECONCILE_BATCH=-5 is refused"));
+        assert!(
+            refusal(&["--reconcile-checks-per-second", "0"]).starts_with("RECONCILE_CHECKS_PER_SECOND=0 is refused")
+        );
     }
 
     #[test]
