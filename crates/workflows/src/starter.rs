@@ -94,7 +94,7 @@ impl StartError {
 /// 8, the first workflow tasks of a step of 3,000 new contents in the `capacity` bench were
 /// dispatched at 4.5-9.5 a second while the starts ran, against 0.4-1.3 with 64 (the worker's
 /// polls wait behind the queue of starts), and 95% of the 6,000 contents had their first check
-/// within 240 s instead of almost none; but the 2,000-report `burst` drained at 73% of
+/// within 240 s (with 64, the p95 was 265-269 s); but the 2,000-report `burst` drained at 73% of
 /// Temporal's ceiling instead of 80-91%: messages waiting for a start turn outlived their
 /// acknowledgement deadline and were redelivered (11,723 starts handled for 6,000 contents).
 pub const DEFAULT_MAX_REQUESTS: usize = 64;
