@@ -196,7 +196,15 @@ impl From<TenancyError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(e, "database query failed")
+        match e {
+            // Every connection of the pool stayed busy for its whole acquire timeout: an
+            // overload the client can wait out, not a fault.
+            sqlx::Error::PoolTimedOut => Self::Unavailable {
+                message: "the database is busy: retry shortly",
+                retry_after: Duration::from_secs(1),
+            },
+            e => Self::internal(e, "database query failed"),
+        }
     }
 }
 
@@ -238,6 +246,16 @@ mod tests {
         assert_eq!(super::retry_after_seconds(Duration::from_millis(1)), 1);
         assert_eq!(super::retry_after_seconds(Duration::from_millis(1001)), 2);
         assert_eq!(super::retry_after_seconds(Duration::from_secs(900)), 900);
+    }
+
+    #[test]
+    fn a_pool_timeout_is_a_retryable_unavailable_and_other_database_errors_are_internal() {
+        let busy = super::ApiError::from(sqlx::Error::PoolTimedOut);
+        assert!(
+            matches!(busy, super::ApiError::Unavailable { retry_after, .. } if retry_after == Duration::from_secs(1))
+        );
+        let closed = super::ApiError::from(sqlx::Error::PoolClosed);
+        assert!(matches!(closed, super::ApiError::Internal(_)));
     }
 
     #[test]
