@@ -192,6 +192,14 @@ impl WorkflowStarter {
         }
     }
 
+    /// Waits for a free request slot; the permit gives it back when dropped.
+    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.requests
+            .acquire()
+            .await
+            .expect("the starter never closes its semaphore")
+    }
+
     async fn start(
         &self,
         tenant_id: TenantId,
@@ -224,15 +232,6 @@ impl WorkflowStarter {
                 Err(StartError::classify(workflow_id, transient, source))
             }
         }
-    }
-}
-
-impl WorkflowStarter {
-    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.requests
-            .acquire()
-            .await
-            .expect("the starter never closes its semaphore")
     }
 }
 
