@@ -8,7 +8,9 @@
 //! - looks at a page of the in-progress contents that no workflow has checked for
 //!   `stale_after` (a running workflow touches `last_run_at` at every poll, so only orphans and
 //!   contents stuck on a failing source qualify) and starts a new run for each one whose
-//!   workflow is closed or unknown to Temporal (a running one is left alone). The pages walk the
+//!   workflow is closed or unknown to Temporal and whose row, read again after that answer, is
+//!   still in progress (a running one is left alone, and so is one that completed since its page
+//!   was read). The pages walk the
 //!   stale set by id with a cursor kept across passes, so contents that stay stale (a source
 //!   failing for hours) never hide the others;
 //! - finishes each report whose contents are all final but whose `finished_at` is null.
@@ -27,11 +29,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use liquidity_core::reports::{self, ReportContent};
+use liquidity_core::reports::{self, ReportContent, ReportStatus};
 use liquidity_core::{ReportContentId, TenantId};
 use liquidity_workflows::starter::WorkflowState;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{CdcDeps, CdcError, Outcome, finish_report};
@@ -197,8 +198,9 @@ impl Reconciler {
                 tokio::time::sleep(wait).await;
             }
             match self.restart_if_closed(tenant_id, content).await {
-                Ok(true) => report.restarted += 1,
-                Ok(false) => report.still_running += 1,
+                Ok(Check::Restarted) => report.restarted += 1,
+                Ok(Check::Running) => report.still_running += 1,
+                Ok(Check::Final) => {}
                 Err(CdcError::Rejected(e)) => {
                     tracing::warn!(%tenant_id, content_id = %content.id, error.cause_chain = ?e, error.message = %e, "Temporal rejected the restart of a content");
                     report.unrepaired += 1;
@@ -215,16 +217,40 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Starts a new run of the content's workflow if none is running. `true` when it did.
-    async fn restart_if_closed(&self, tenant_id: TenantId, content: &ReportContent) -> Result<bool, CdcError> {
+    /// Starts a new run of the content's workflow if none is running and the content is still
+    /// in progress.
+    ///
+    /// The row is read again after the workflow was seen closed: the page was read before, and
+    /// a workflow that completed since then wrote the content's final status before it closed.
+    /// Without this second read, a content that completed during the pass (checks are paced,
+    /// so a page's last check comes seconds after its read) would be fetched a second time.
+    async fn restart_if_closed(&self, tenant_id: TenantId, content: &ReportContent) -> Result<Check, CdcError> {
         let state = self.deps.starter.state(tenant_id, content.id).await?;
         if state == WorkflowState::Running {
-            return Ok(false);
+            return Ok(Check::Running);
         }
-        let outcome = self.deps.starter.ensure_running(tenant_id, content).await?;
+        let pool = self.deps.registry.pool(tenant_id).await.map_err(anyhow::Error::from)?;
+        let now = reports::find_content(pool, content.id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let Some(content) = now.filter(|now| now.status == ReportStatus::InProgress) else {
+            tracing::debug!(%tenant_id, content_id = %content.id, ?state, "content became final during the pass: nothing to repair");
+            return Ok(Check::Final);
+        };
+        let outcome = self.deps.starter.ensure_running(tenant_id, &content).await?;
         tracing::warn!(%tenant_id, content_id = %content.id, ?state, ?outcome, "content in progress without a running workflow: started again");
-        Ok(true)
+        Ok(Check::Restarted)
     }
+}
+
+/// What the check of one stale content found.
+enum Check {
+    /// Its workflow is running: nothing to repair.
+    Running,
+    /// It is no longer in progress: its workflow ended it since the page was read.
+    Final,
+    /// Its workflow was closed or unknown: a new run was started.
+    Restarted,
 }
 
 /// An even spacing of calls: at most one per `period`, without bursts after a quiet time (a

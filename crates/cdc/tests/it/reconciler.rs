@@ -131,6 +131,53 @@ async fn a_content_left_in_progress_by_a_closed_workflow_gets_a_new_run() {
 }
 
 #[tokio::test]
+async fn a_content_that_became_final_after_its_page_was_read_is_not_fetched_again() {
+    // Arrange: three stale contents without workflows, checked one per second, so the second
+    // and third checks come a second and two after the page was read
+    let h = harness().await;
+    let (report_id, mut contents) = h.report(0).await;
+    contents.sort_by_key(|content| content.id);
+    let pool = h.deps.registry.pool(h.tenant(0)).await.unwrap();
+    age_contents(pool, report_id, "1 minute").await;
+    let mut reconciler = Reconciler::new(
+        h.deps.clone(),
+        ReconcilerSettings {
+            checks_per_second: 1,
+            ..settings()
+        },
+    );
+    let pass = tokio::spawn(async move { reconciler.pass().await });
+
+    // Act: once the first content was restarted, the two others complete, as their workflows
+    // would have done between the page's read and their checks
+    liquidity_test_support::wait_until(Duration::from_secs(10), "the first restart", || async {
+        h.workflow_state(0, &contents[0]).await == WorkflowState::Running
+    })
+    .await;
+    for content in &contents[1..] {
+        assert!(reports::complete_content(pool, content.id, "{}").await.unwrap());
+    }
+    let report = pass.await.unwrap();
+
+    // Assert: only the first was restarted; the completed ones got no new run
+    assert_eq!(
+        report,
+        ReconcileReport {
+            restarted: 1,
+            ..ReconcileReport::default()
+        }
+    );
+    for content in &contents[1..] {
+        assert_eq!(
+            h.workflow_state(0, content).await,
+            WorkflowState::NotFound,
+            "{}",
+            content.id
+        );
+    }
+}
+
+#[tokio::test]
 async fn stale_rows_that_cannot_be_repaired_do_not_starve_newer_orphans() {
     // Arrange: 3 contents stuck for 10 minutes on running workflows (nothing to repair; they
     // sort first by last_run_at), and 6 newer orphans without workflows; 3 rows per pass
