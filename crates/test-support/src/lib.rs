@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`TestDatabases`]: a fresh catalog plus N tenant databases and their `TENANTS_CONFIG`.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`free_port`]: a local port for a process that starts listening later.
 //! - [`init_tracing`]: quiet test logs unless `TEST_LOG` is set.
 //! - [`graphql_ws`]: a graphql-ws client over a real websocket (subscription tests).
 
@@ -270,6 +271,24 @@ async fn admin_connection() -> PgConnection {
             admin_url()
         )
     })
+}
+
+/// A local port that is free now, for a process that starts listening on it later.
+///
+/// Picked below Linux's ephemeral range (32768-60999), never with `bind(":0")`: that hands out a
+/// port of the range every outgoing connection takes its local port from, so a connection
+/// opened before the listener starts (a pool, Temporal, Pub/Sub) can take it, and the listener
+/// then fails at start with "address already in use".
+pub fn free_port() -> u16 {
+    const LOW: u16 = 20_000;
+    const EPHEMERAL: u16 = 32_768;
+    loop {
+        let offset = uuid::Uuid::new_v4().as_u128() % u128::from(EPHEMERAL - LOW);
+        let port = LOW + u16::try_from(offset).expect("below the range's width");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `condition` every 50 ms until it is true or `timeout` passes.

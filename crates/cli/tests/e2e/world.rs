@@ -1,10 +1,9 @@
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use liquidity_test_support::TestDatabases;
+use liquidity_test_support::{TestDatabases, free_port};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
@@ -22,10 +21,6 @@ fn env(name: &str) -> String {
 /// Sends a request and decodes its JSON answer; any failure panics (test code).
 pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// How a world's sources behave and how its workers are configured (the defaults suit tests:
@@ -343,10 +338,12 @@ impl World {
     fn assert_running(&mut self, name: &str) {
         let proc = self.procs.get_mut(name).unwrap();
         if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "{name} exited ({status}); see {}",
-                self.dir.join(format!("{name}.log")).display()
-            );
+            let log = self.dir.join(format!("{name}.log"));
+            // CI keeps only what the test prints: the reason is in the log's last lines
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!("{name} exited ({status}); {}, last lines:\n{tail}", log.display());
         }
     }
 
@@ -473,14 +470,29 @@ impl World {
             .to_owned()
     }
 
+    /// Starts a report as a client that honours `UNAVAILABLE`: it waits the answer's
+    /// `retryAfterSeconds` and tries again, three times at most. Such an answer means no
+    /// connection was free in time and nothing was written (a burst on cold tenant pools, where
+    /// every new connection hashes its password, on a loaded machine); any other error fails.
     pub async fn start_report(&self, token: &str) -> String {
-        let body = self
-            .graphql("mutation { startReport { reportId } }", json!({}), Some(token))
-            .await;
-        body["data"]["startReport"]["reportId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("startReport failed: {body}"))
-            .to_owned()
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let body = self
+                .graphql("mutation { startReport { reportId } }", json!({}), Some(token))
+                .await;
+            if let Some(id) = body["data"]["startReport"]["reportId"].as_str() {
+                return id.to_owned();
+            }
+            let error = &body["errors"][0]["extensions"];
+            match error["retryAfterSeconds"].as_u64() {
+                Some(seconds) if error["code"] == "UNAVAILABLE" && attempt < 3 => {
+                    eprintln!("startReport attempt {attempt} answered UNAVAILABLE: retrying in {seconds} s");
+                    tokio::time::sleep(Duration::from_secs(seconds)).await;
+                }
+                _ => panic!("startReport failed: {body}"),
+            }
+        }
     }
 
     pub async fn status(&self, token: &str, id: &str) -> String {

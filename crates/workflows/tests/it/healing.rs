@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::routing::post;
 use liquidity_core::reports::ReportStatus;
 use liquidity_sources::SourceBehaviour;
-use liquidity_test_support::wait_until;
+use liquidity_test_support::{free_port, wait_until};
 use liquidity_workflows::source_client::BadAnswer;
 use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use liquidity_workflows::{FetchOutcome, FetchPolicy, SourceClient, SourceError, SourcesConfig, Url};
@@ -199,15 +199,6 @@ async fn a_pass_longer_than_the_heartbeat_timeout_stays_one_attempt_and_submits_
 /// A tenant registry whose database is never reached (these workers get no activity).
 const UNUSED_TENANTS: &str =
     r#"[{"id":"0b6f1b2e-8d1c-4f57-9a44-3f2f0e1d5c11","name":"t1","databaseUrl":"postgres://u:p@127.0.0.1:1/t1"}]"#;
-
-/// A local port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Accepts connections on `listener` and pipes each to `target`: Temporal appearing on the
 /// listener's port.
