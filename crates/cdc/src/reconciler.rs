@@ -10,9 +10,8 @@
 //!   contents stuck on a failing source qualify) and starts a new run for each one whose
 //!   workflow is closed or unknown to Temporal and whose row, read again after that answer, is
 //!   still in progress (a running one is left alone, and so is one that completed since its page
-//!   was read). The pages walk the
-//!   stale set by id with a cursor kept across passes, so contents that stay stale (a source
-//!   failing for hours) never hide the others;
+//!   was read). The pages walk the stale set by id with a cursor kept across passes, so
+//!   contents that stay stale (a source failing for hours) never hide the others;
 //! - finishes each report whose contents are all final but whose `finished_at` is null.
 //!
 //! Its questions to Temporal (one describe per stale content, a start per repair) are spaced to
