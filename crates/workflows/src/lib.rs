@@ -13,7 +13,7 @@
 //! and long fetches need continue-as-new. A heartbeating activity costs about 11 history events
 //! per content whatever the fetch takes, because heartbeats are not history events (the SDK
 //! also throttles them to about 0.8 x the heartbeat timeout). History stays bounded. When a
-//! worker crashes, the 60 s heartbeat timeout detects it, and the activity resumes from its
+//! worker crashes, the 120 s heartbeat timeout detects it, and the activity resumes from its
 //! heartbeat details ([`PollProgress`]) on another worker. A worker that shuts down cleanly
 //! cancels its loops after [`worker::SHUTDOWN_GRACE`], so they resume elsewhere about a second
 //! later.

@@ -12,7 +12,7 @@ use crate::activities::SourceActivities;
 use crate::backlog;
 use crate::settings::InvalidSetting;
 use crate::temporal::{TemporalSettings, connect_waiting};
-use crate::workflows::FetchReportContentWorkflow;
+use crate::workflows::{FetchReportContentWorkflow, POLL_SOURCE_HEARTBEAT_TIMEOUT};
 
 /// After shutdown starts, in-flight poll loops get this long before they are cancelled. A
 /// cancelled attempt is reported as a retryable failure carrying its heartbeat details, so
@@ -160,6 +160,9 @@ pub async fn run_worker(
         .context("cannot register the workflow")?
         .register_activities(activities)
         .graceful_shutdown_period(SHUTDOWN_GRACE)
+        // The SDK sends a heartbeat per 0.8 x the heartbeat timeout but caps that period at
+        // 60 s by default, which would keep the write rate of a 60 s timeout for our 120 s.
+        .max_heartbeat_throttle_interval(POLL_SOURCE_HEARTBEAT_TIMEOUT)
         .build();
     tuning.apply(&mut options);
     let mut worker = Worker::new(&runtime, client, options).context("cannot create the Temporal worker")?;

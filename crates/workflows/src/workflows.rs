@@ -28,12 +28,14 @@ pub const POLL_SOURCE_START_TO_CLOSE: Duration = Duration::from_secs(24 * 60 * 6
 /// retried elsewhere, resuming from its last heartbeat details.
 ///
 /// Each heartbeat the server receives is a write of the workflow's state, and the SDK sends one
-/// per 0.8 x this timeout for every polling content: with 30 s, 9,000 contents were ~375 writes a
-/// second on the Temporal dev server's single SQLite connection, which also has to start every new
-/// workflow. 60 s halves that (one heartbeat per content every 48 s); the price is that the
-/// contents of a worker killed without a drain resume up to a minute later (a drained worker
-/// hands its contents over at once, see `worker::SHUTDOWN_GRACE`).
-pub const POLL_SOURCE_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// per 0.8 x this timeout for every polling content, while the server re-arms a timeout check
+/// per content once per period: about 2.25 writes per content per period, all on the Temporal
+/// dev server's single SQLite connection, which also has to start every new workflow. With 60 s,
+/// 6,000 polling contents were ~250 writes a second and the next 3,000 starts no longer got
+/// through; 120 s halves that. The price is that the contents of a worker killed without a
+/// drain resume up to two minutes later (a drained worker hands its contents over at once, see
+/// `worker::SHUTDOWN_GRACE`).
+pub const POLL_SOURCE_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Input of the workflow and of its activity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

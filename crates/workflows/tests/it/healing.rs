@@ -168,7 +168,7 @@ async fn a_content_older_than_its_deadline_is_failed_without_calling_the_source_
 
 #[tokio::test]
 async fn a_pass_longer_than_the_heartbeat_timeout_stays_one_attempt_and_submits_once() {
-    // Arrange: every answer of the source takes 2 s more than the heartbeat timeout (60 s).
+    // Arrange: every answer of the source takes 2 s more than the heartbeat timeout.
     // The HTTP timeout is raised past the production cap (20 s) so that the call alone is
     // that long; without heartbeats during the pass, Temporal would time the attempt out at
     // the heartbeat timeout and start a second, overlapping one, which submits again.

@@ -10,6 +10,7 @@ use liquidity_core::tenancy::{PoolSettings, TenantRegistry, parse_tenants_config
 use liquidity_core::{ReportContentId, TenantId, UserId};
 use liquidity_test_support::TestDatabases;
 use liquidity_workflows::worker::WorkerTuning;
+use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use liquidity_workflows::{
     FetchOutcome, FetchPolicy, FetchReportContentWorkflow, SourceActivities, SourceClient, SourcesConfig, StartOutcome,
     TemporalSettings, Url, WorkflowStarter, connect, run_worker, workflow_id,
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::source::{Behaviour, FakeSource};
 
 /// How long a test waits for a workflow result before failing: longer than the longest pass a
-/// test runs (the heartbeat timeout of 60 s plus 2 s).
-pub const RESULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// test runs (the heartbeat timeout plus 2 s).
+pub const RESULT_TIMEOUT: Duration = POLL_SOURCE_HEARTBEAT_TIMEOUT.saturating_add(Duration::from_secs(60));
 
 /// The policy of the tests: fast polls, two bad answers tolerated.
 pub fn test_policy() -> FetchPolicy {

@@ -20,7 +20,12 @@ use serde_json::json;
 
 use crate::world::{DLQ_TOPIC, Options, TOPIC, World};
 use invariants::{Acknowledged, assert_invariants};
+use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use tap::{Message, Tap, publish};
+
+/// How long the reports of a `kill -9`ed workflow worker may take: its polls resume only once
+/// Temporal times their attempts out (the heartbeat timeout), then the sources need their time.
+const AFTER_A_DEAD_WORKFLOW_WORKER: Duration = POLL_SOURCE_HEARTBEAT_TIMEOUT.saturating_add(Duration::from_secs(90));
 
 /// Sources that complete after 8 s, so that faults hit while workflows are polling.
 fn slow_sources() -> Options {
@@ -149,7 +154,7 @@ async fn workflow_worker_kill_9_resumes_every_poll() {
     world.restart("workflow-worker").await;
 
     // Assert: Temporal retries the activities whose heartbeats stopped
-    assert_invariants(&world, &acknowledged, Duration::from_secs(120)).await;
+    assert_invariants(&world, &acknowledged, AFTER_A_DEAD_WORKFLOW_WORKER).await;
     assert_cdc_recovered(&world);
 }
 
@@ -169,7 +174,7 @@ async fn both_workers_kill_9_mid_flight_lose_nothing() {
     world.restart("workflow-worker").await;
 
     // Assert
-    assert_invariants(&world, &acknowledged, Duration::from_secs(150)).await;
+    assert_invariants(&world, &acknowledged, AFTER_A_DEAD_WORKFLOW_WORKER).await;
     assert_cdc_recovered(&world);
 }
 
@@ -489,7 +494,7 @@ async fn a_content_whose_workflow_was_closed_is_restarted_by_the_reconciler() {
     world.restart("workflow-worker").await;
 
     // Assert: the content completes through a second run, and the reconciler says it did it
-    assert_invariants(&world, &acknowledged, Duration::from_secs(120)).await;
+    assert_invariants(&world, &acknowledged, AFTER_A_DEAD_WORKFLOW_WORKER).await;
     assert_eq!(
         world.workflow_runs(&workflow).await,
         2,
