@@ -113,8 +113,11 @@ impl TenantRegistry {
     #[tracing::instrument(skip(self), fields(tenant_id = %id))]
     pub async fn pool(&self, id: TenantId) -> Result<&PgPool, TenancyError> {
         let slot = self.slot(id)?;
+        // Boxed: sqlx's connect future is ~15 KiB (release build), and inline it would make
+        // every caller's future that large for the life of the caller, long after the pool
+        // exists: 15 KiB of the workflow worker's memory per polling content.
         slot.pool
-            .get_or_try_init(|| async {
+            .get_or_try_init(|| Box::pin(async {
                 let config = &slot.config;
                 let pool = crate::db::pool_options()
                     .max_connections(config.max_connections)
@@ -131,7 +134,7 @@ impl TenantRegistry {
                 self.pools_created.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(database = %config.database(), max_connections = config.max_connections, "tenant pool created");
                 Ok(pool)
-            })
+            }))
             .await
     }
 
@@ -159,5 +162,26 @@ impl TenantRegistry {
 
     fn slot(&self, id: TenantId) -> Result<&TenantSlot, TenancyError> {
         self.tenants.get(&id).ok_or(TenancyError::UnknownTenant(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looking_up_a_pool_costs_its_caller_no_room_for_creating_one() {
+        // Arrange: a long-lived caller (a content's poll loop) holds this future's state in its own
+        let registry = TenantRegistry::new(Vec::new(), PoolSettings::default());
+
+        // Act
+        let lookup = registry.pool(TenantId::new_random());
+
+        // Assert: the connect future (~15 KiB) is boxed, only allocated while a pool is created
+        assert!(
+            std::mem::size_of_val(&lookup) < 1024,
+            "{} bytes",
+            std::mem::size_of_val(&lookup)
+        );
     }
 }
