@@ -423,7 +423,10 @@ impl SourceActivities {
             if let Some(at) = planned.take() {
                 crate::metrics::poll_lag(at.elapsed());
             }
-            let pass = self.pass(pool, tenant_id, original.id, progress.clone(), backoff);
+            // Boxed: a pass (row read, source call, row write) holds ~5 KiB of sqlx and HTTP
+            // futures for a few milliseconds every poll interval. Inline, that room would be part
+            // of this loop's own future, which every polling content keeps while it sleeps.
+            let pass = Box::pin(self.pass(pool, tenant_id, original.id, progress.clone(), backoff));
             match heartbeating(&heartbeats, &progress, self.policy.pass_bound(), pass).await {
                 Ok(PassEnd::Finished(outcome)) => return Ok(outcome),
                 Ok(PassEnd::Again {
