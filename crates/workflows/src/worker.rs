@@ -44,7 +44,7 @@ pub fn validate_max_activities(max_concurrent_activities: usize) -> Result<usize
 }
 
 /// Default of `WORKER_MAX_ACTIVITIES`: a slot for each content of 3,000 reports (9,000 contents)
-/// and then some. A polling content costs this process ~12 KiB, most of it the SDK's own task
+/// and then some. A polling content costs this process ~11.5 KiB, most of it the SDK's own task
 /// and context per activity (README, `capacity`). In that bench no content waited for a slot at
 /// any step; what limited it was starting workflows on the Temporal dev server.
 pub const DEFAULT_MAX_ACTIVITIES: usize = 10_000;
