@@ -80,7 +80,10 @@ pub async fn run_consumer(
         dead_letter_backoff: Backoff::default(),
         shutdown: shutdown.clone(),
     });
-    // Mirrors the stream's flow control, in case the server does not enforce it.
+    // Mirrors the stream's flow control, in case the server does not enforce it. The emulator
+    // does not: what it pushes past this budget waits unread, so unleased by the client, and may
+    // come back after the stream's deadline (docs/stack-notes.md, "The emulator ignores a
+    // streaming pull's flow control"). Handlers are idempotent; the cost is a repeated start.
     let max_outstanding = settings.max_in_flight.saturating_add(settings.max_parked);
     let outstanding = Arc::new(Semaphore::new(max_outstanding));
     let tracker = TaskTracker::new();
