@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError as LockPoisoned};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
@@ -32,7 +33,7 @@ use tracing::Instrument as _;
 
 use crate::envelope;
 use crate::handler::{CdcDeps, CdcError, Outcome, PoisonError, handle_change};
-use crate::metrics::{self, EventLabels, Settled};
+use crate::metrics::{EventLabels, Settled, Timeline};
 use crate::pubsub::{self, PubSubSettings};
 
 /// First backoff of a tenant after a transient failure; doubles per failed probe up to
@@ -121,8 +122,15 @@ pub async fn run_consumer(
             match next {
                 Some(Ok((message, handler))) => {
                     reconnect.reset();
-                    let span = tracing::info_span!("cdc_message", message_id = %message.message_id);
-                    tracker.spawn(process(shared.clone(), slot, message, handler).instrument(span));
+                    let received_at = Utc::now();
+                    let span = tracing::info_span!(
+                        "cdc_message",
+                        message_id = %message.message_id,
+                        capture_ms = tracing::field::Empty,
+                        relay_ms = tracing::field::Empty,
+                        delivery_ms = tracing::field::Empty,
+                    );
+                    tracker.spawn(process(shared.clone(), slot, message, handler, received_at).instrument(span));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error.cause_chain = ?e, "Pub/Sub stream failed; reconnecting");
@@ -169,7 +177,13 @@ struct Shared {
 
 /// Handles one message: acks it, dead-letters it, or releases it for redelivery. `_slot` is
 /// the message's share of the stream's flow control, held until the message is settled.
-async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Message, handler: Handler) {
+async fn process(
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+    message: Message,
+    handler: Handler,
+    received_at: DateTime<Utc>,
+) {
     let event = match envelope::decode(&message.data, &message.attributes) {
         Ok(event) => event,
         Err(e) => {
@@ -178,6 +192,16 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
         }
     };
     let labels = EventLabels::of(&shared.deps.registry, &event);
+    let timeline = Timeline {
+        committed_at: event.committed_at,
+        captured_at: event.captured_at,
+        published_at: message
+            .publish_time
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds(), u32::try_from(t.nanos()).unwrap_or(0))),
+        received_at,
+    };
+    timeline.record_in(&tracing::Span::current());
     let tenant_id = event.tenant_id;
     let mut rejected_attempts = 0;
     loop {
@@ -203,7 +227,7 @@ async fn process(shared: Arc<Shared>, _slot: OwnedSemaphorePermit, message: Mess
             Ok(outcome) => {
                 tracing::debug!(?outcome, "handled");
                 handler.ack();
-                metrics::handled_lag(&labels, &event);
+                timeline.handled(&labels);
                 if matches!(outcome, Outcome::Ignored(_)) {
                     labels.settled(Settled::Ignored);
                     // Touched nothing: says nothing about the tenant's health.

@@ -49,6 +49,9 @@ pub struct ChangeEvent {
     /// When the change was committed in the tenant database (`source.ts_ms`); `None` when the
     /// producer does not say. What the commit → handled lag is measured from.
     pub committed_at: Option<DateTime<Utc>>,
+    /// When Debezium turned the change into this event (the envelope's own `ts_ms`); `None`
+    /// when the producer does not say. Splits that lag into capture and relay.
+    pub captured_at: Option<DateTime<Utc>>,
 }
 
 /// Why a message is not a change event we understand. Such a message can never succeed.
@@ -84,6 +87,9 @@ struct RawEnvelope {
     after: Option<serde_json::Value>,
     source: RawSource,
     op: String,
+    /// When the connector processed the change, in ms since the epoch.
+    #[serde(default)]
+    ts_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +182,7 @@ pub fn decode(data: &[u8], attributes: &HashMap<String, String>) -> Result<Chang
         op,
         trace_parent: after.as_mut().and_then(|r| r.trace_parent.take()),
         committed_at: raw.source.ts_ms.and_then(DateTime::from_timestamp_millis),
+        captured_at: raw.ts_ms.and_then(DateTime::from_timestamp_millis),
         before: before.map(Into::into),
         after: after.map(Into::into),
     })
@@ -273,6 +280,21 @@ mod tests {
             with.committed_at.map(|at| at.timestamp_millis()),
             Some(1_795_000_000_123)
         );
+    }
+
+    #[test]
+    fn the_capture_time_comes_from_the_envelopes_own_ts_ms_and_is_optional() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&envelope("c", serde_json::Value::Null, row("in_progress"))).unwrap();
+        value["ts_ms"] = 1_795_000_000_456_i64.into();
+        let with = decode(value.to_string().as_bytes(), &HashMap::new()).unwrap();
+        value.as_object_mut().unwrap().remove("ts_ms");
+        let without = decode(value.to_string().as_bytes(), &HashMap::new()).unwrap();
+        assert_eq!(
+            with.captured_at.map(|at| at.timestamp_millis()),
+            Some(1_795_000_000_456)
+        );
+        assert_eq!(without.captured_at, None);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! - `lqdty_cdc_commit_to_handled_lag_seconds{tenant}`: from the change's commit in the tenant
 //!   database (Debezium's `source.ts_ms`) to its handling here: Debezium, Pub/Sub and this
 //!   worker together.
+//! - `lqdty_cdc_hop_duration_seconds{hop}`: the same way, hop by hop: `capture` (commit → Debezium
+//!   wrote the event, its `ts_ms`), `relay` (→ Pub/Sub accepted it, the message's
+//!   `publish_time`), `delivery` (→ this worker read it from the stream), `handling` (→ handled
+//!   and acked). A hop whose timestamps the producer did not send is not recorded.
 //! - `lqdty_cdc_transient_failures_total{tenant}`: handling attempts that failed on an
 //!   unavailable tenant database or Temporal (the tenant then backs off).
 //! - `lqdty_cdc_reconciler_repairs_total{kind}`: work the reconciler did that the CDC path
@@ -17,7 +21,7 @@
 //! `tenant` is a tenant id of the registry, or `unknown` for a message naming none (undecodable,
 //! or a `source.name` that is not a registered tenant): a producer cannot mint label values.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use liquidity_core::tenancy::TenantRegistry;
 
 use crate::envelope::{ChangeEvent, Op};
@@ -27,6 +31,8 @@ use crate::reconciler::ReconcileReport;
 pub const EVENTS: &str = "lqdty_cdc_events_total";
 /// `lqdty_cdc_commit_to_handled_lag_seconds`.
 pub const COMMIT_TO_HANDLED_LAG: &str = "lqdty_cdc_commit_to_handled_lag_seconds";
+/// `lqdty_cdc_hop_duration_seconds`.
+pub const HOP_DURATION: &str = "lqdty_cdc_hop_duration_seconds";
 /// `lqdty_cdc_transient_failures_total`.
 pub const TRANSIENT_FAILURES: &str = "lqdty_cdc_transient_failures_total";
 /// `lqdty_cdc_reconciler_repairs_total`.
@@ -107,12 +113,58 @@ impl EventLabels {
     }
 }
 
-/// Records the commit → handled lag of a handled event (events from producers without
-/// `source.ts_ms` have none). A commit "in the future" (clock skew) counts as zero.
-pub fn handled_lag(labels: &EventLabels, event: &ChangeEvent) {
-    if let Some(committed_at) = event.committed_at {
-        let lag = (Utc::now() - committed_at).to_std().unwrap_or_default();
-        metrics::histogram!(COMMIT_TO_HANDLED_LAG, "tenant" => labels.tenant.clone()).record(lag);
+/// When a message passed each point between the commit and this worker, as far as known.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeline {
+    /// Committed in the tenant database (`source.ts_ms`).
+    pub committed_at: Option<DateTime<Utc>>,
+    /// Written by Debezium (the envelope's `ts_ms`).
+    pub captured_at: Option<DateTime<Utc>>,
+    /// Accepted by Pub/Sub (`publish_time`).
+    pub published_at: Option<DateTime<Utc>>,
+    /// Read from the stream by this worker.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A hop: its name, when the message entered it and when it left it (`None`: not known).
+type Hop = (&'static str, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+impl Timeline {
+    /// The hops before this worker: name, start, end.
+    fn hops(&self) -> [Hop; 3] {
+        [
+            ("capture", self.committed_at, self.captured_at),
+            ("relay", self.captured_at, self.published_at),
+            ("delivery", self.published_at, Some(self.received_at)),
+        ]
+    }
+
+    /// Writes the hops before this worker into `span`'s fields `capture_ms`, `relay_ms` and
+    /// `delivery_ms`, so that every log line of the message says where its time went. Signed:
+    /// a negative hop is a clock skew between machines, which the log should show, not hide.
+    pub fn record_in(&self, span: &tracing::Span) {
+        for (hop, from, to) in self.hops() {
+            if let (Some(from), Some(to)) = (from, to) {
+                span.record(format!("{hop}_ms").as_str(), (to - from).num_milliseconds());
+            }
+        }
+    }
+
+    /// Records a handled message: its commit → handled lag and each hop, `handling` included.
+    /// A negative hop (clock skew) counts as zero.
+    pub fn handled(&self, labels: &EventLabels) {
+        let now = Utc::now();
+        let elapsed = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).to_std().unwrap_or_default();
+        if let Some(committed_at) = self.committed_at {
+            metrics::histogram!(COMMIT_TO_HANDLED_LAG, "tenant" => labels.tenant.clone())
+                .record(elapsed(committed_at, now));
+        }
+        let handling = ("handling", Some(self.received_at), Some(now));
+        for (hop, from, to) in self.hops().into_iter().chain([handling]) {
+            if let (Some(from), Some(to)) = (from, to) {
+                metrics::histogram!(HOP_DURATION, "hop" => hop).record(elapsed(from, to));
+            }
+        }
     }
 }
 

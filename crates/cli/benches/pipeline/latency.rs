@@ -23,6 +23,8 @@ async fn instant_sources() {
     let instant = json!({ "completeAfter": "0ms", "latency": "1ms" });
     let world = World::start(Options {
         simulator: json!({ "source_1": instant, "source_2": instant, "source_3": instant }),
+        // JSON lines, to read each message's hops (`print_hops`)
+        cdc_env: vec![("LOG_FORMAT", "json".to_owned())],
         ..Options::default()
     })
     .await;
@@ -80,6 +82,26 @@ async fn instant_sources() {
     );
     print_seconds("commit -> workflow start", &mut to_workflow);
     print_seconds("startReport -> finishedAt", &mut to_finish.clone());
+    print_hops(&world, "fetch workflow running", "INSERT -> workflow start");
+    print_hops(&world, "report finished", "last completion -> finishedAt");
+}
+
+/// Per hop before the CDC worker (`capture`, `relay`, `delivery`: the fields the worker writes
+/// into each message's log lines), over the worker's log lines that contain `needle`.
+fn print_hops(world: &World, needle: &str, what: &str) {
+    let lines = world.log_lines("cdc-worker", needle);
+    for hop in ["capture_ms", "relay_ms", "delivery_ms"] {
+        let mut seconds: Vec<f64> = lines
+            .iter()
+            .filter_map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).ok()?;
+                let spans = line["spans"].as_array()?;
+                let message = spans.iter().find(|span| span["name"] == "cdc_message")?;
+                Some(message[hop].as_i64()? as f64 / 1e3)
+            })
+            .collect();
+        print_seconds(&format!("{what}, hop {hop}"), &mut seconds);
+    }
 }
 
 /// Commit -> workflow start of paced reports (the default sources' pace: one report every

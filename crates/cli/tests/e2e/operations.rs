@@ -89,6 +89,14 @@ async fn a_report_through_the_pipeline_moves_the_metrics_of_every_role() {
         &[("tenant", tenant)],
     );
     assert!(lags >= 6.0, "one commit lag per handled event: {lags}");
+    let all_lags = sample(&cdc, "lqdty_cdc_commit_to_handled_lag_seconds_count", &[]);
+    for hop in ["capture", "relay", "delivery", "handling"] {
+        let hops = sample(&cdc, "lqdty_cdc_hop_duration_seconds_count", &[("hop", hop)]);
+        assert_eq!(
+            hops, all_lags,
+            "every handled event has its {hop} hop (from Debezium's ts_ms and Pub/Sub's publish_time)"
+        );
+    }
     assert_eq!(sample(&cdc, "lqdty_cdc_reconciler_repairs_total", &[]), 0.0);
 
     // Assert: the workflow worker finished three contents, each after a completed answer
