@@ -147,7 +147,8 @@ EOF
     # synchronous_commit stays on: logical decoding sends only flushed WAL, so with it off every
     # change waits for the WAL writer (wal_writer_delay, 200 ms) before Debezium sees it, and the
     # tests and benches would measure a pipeline ~200 ms slower than the dev stack's. With fsync
-    # off, the flush at commit costs a write, not a disk sync.
+    # off, the flush at commit costs a write, not a disk sync (docs/stack-notes.md, "Async commits
+    # delay capture").
   fi
 }
 pg_init() {
