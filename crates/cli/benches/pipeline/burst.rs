@@ -19,6 +19,14 @@ const CLIENTS: usize = 16;
 /// Longest wait for the burst to drain before the scenario gives up and says so.
 const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 
+/// How long `reportStatus` is probed on the idle world, and then from the burst's first start:
+/// the starts and the workflow-task backlog, the heaviest part of the drain.
+const IDLE_PROBE: Duration = Duration::from_secs(15);
+const DRAIN_PROBE: Duration = Duration::from_secs(120);
+
+/// One `reportStatus` every 20 ms: enough samples for a p99, too few to slow the drain.
+const PROBE_PACE: Duration = Duration::from_millis(20);
+
 /// The burst with one and with two replicas of each worker (`LQDTY_BENCH_BURST_REPLICAS=1` or `2`
 /// runs only that one), each drain rate as a share of the engine's ceiling measured just before on
 /// the same machine.
@@ -48,12 +56,20 @@ async fn burst(replicas: usize, ceiling: f64) {
         .map(|w| world.pid(w))
         .collect();
     let tokens = futures::future::join_all((0..3).map(|t| world.user(t))).await;
+    // The report whose status is read during the drain; final, so its own work is done.
+    let probed = world.start_report(&tokens[0]).await;
+    world.wait_final(&tokens[0], &probed, Duration::from_secs(60)).await;
+    let idle_reads = StatusProbe::start(&world, &tokens[0], &probed, Instant::now() + IDLE_PROBE, PROBE_PACE)
+        .latencies()
+        .await;
+    let (done_before, finished_before) = progress(&world).await;
     let contents = REPORTS * 3;
     let processes = pipeline_processes(&world, replicas);
     let cpu_before: Vec<f64> = processes.iter().map(|p| p.cpu_seconds()).collect();
     let persistence_before = temporal_persistence_requests().await;
 
     let started = Instant::now();
+    let drain_reads = StatusProbe::start(&world, &tokens[0], &probed, started + DRAIN_PROBE, PROBE_PACE);
     let starting = futures::stream::iter(0..REPORTS)
         .map(|i| world.start_report(&tokens[i % 3]))
         .buffer_unordered(CLIENTS)
@@ -80,6 +96,7 @@ async fn burst(replicas: usize, ceiling: f64) {
             *peak = (*peak).max(proc_status_kib(*pid, "VmRSS:"));
         }
         let (done, finished) = progress(&world).await;
+        let (done, finished) = (done - done_before, finished - finished_before);
         if done >= contents && contents_final.is_none() {
             contents_final = Some(started.elapsed());
         }
@@ -142,6 +159,18 @@ async fn burst(replicas: usize, ceiling: f64) {
             .collect::<Vec<_>>()
             .join(" + "),
         load_average(),
+    );
+    let drain_reads = drain_reads.latencies().await;
+    println!(
+        "{name}: reportStatus p50/p99 idle {:.1}/{:.1} ms (n={}), during the first {} s of the burst {:.1}/{:.1} ms (n={}): p99 {:.1}x idle",
+        percentile(&idle_reads, 0.5) * 1e3,
+        percentile(&idle_reads, 0.99) * 1e3,
+        idle_reads.len(),
+        DRAIN_PROBE.as_secs(),
+        percentile(&drain_reads, 0.5) * 1e3,
+        percentile(&drain_reads, 0.99) * 1e3,
+        drain_reads.len(),
+        percentile(&drain_reads, 0.99) / percentile(&idle_reads, 0.99),
     );
 }
 

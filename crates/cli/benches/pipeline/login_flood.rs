@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use serde_json::json;
 
 use crate::auth::login;
 use crate::stats::*;
@@ -33,7 +32,9 @@ pub async fn run() {
     let token = world.user(0).await;
     let report_id = world.start_report(&token).await;
     let registered_peak = proc_status_kib(api, "VmHWM:");
-    let idle = probe_report_status(&world, &token, &report_id, Instant::now() + PROBE).await;
+    let idle = StatusProbe::start(&world, &token, &report_id, Instant::now() + PROBE, Duration::ZERO)
+        .latencies()
+        .await;
 
     for generator in [Generator::SharedCores, Generator::Idle] {
         let until = Instant::now() + FLOOD;
@@ -47,7 +48,8 @@ pub async fn run() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
-        let (_, flooded) = tokio::join!(sample, probe_report_status(&world, &token, &report_id, until));
+        let probe = StatusProbe::start(&world, &token, &report_id, until, Duration::ZERO);
+        let (_, flooded) = tokio::join!(sample, probe.latencies());
         let outcomes = tokio::task::spawn_blocking(move || flood.join().unwrap())
             .await
             .unwrap();
@@ -153,36 +155,4 @@ fn spawn_flood(
             total
         })
     })
-}
-
-/// `reportStatus` latencies (sorted, seconds) of one client asking in a loop until `until`.
-///
-/// The client runs on a thread and runtime of its own, with a connection of its own: on the
-/// flood's runtime, its requests would also wait behind the 600 flooding clients' tasks in the
-/// load generator, which is not the API's latency.
-async fn probe_report_status(world: &World, token: &str, report_id: &str, until: Instant) -> Vec<f64> {
-    let (url, token, report_id) = (format!("{}/graphql", world.api), token.to_owned(), report_id.to_owned());
-    let probe = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let http = reqwest::Client::new();
-            let body = json!({ "query": "query($id: ID!) { reportStatus(id: $id) { status } }", "variables": { "id": report_id } });
-            let mut latencies = Vec::new();
-            while Instant::now() < until {
-                let started = Instant::now();
-                let answer: serde_json::Value =
-                    http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
-                assert!(answer["data"]["reportStatus"]["status"].is_string(), "{answer}");
-                latencies.push(started.elapsed().as_secs_f64());
-            }
-            latencies.sort_by(f64::total_cmp);
-            latencies
-        })
-    });
-    tokio::task::spawn_blocking(move || probe.join().unwrap())
-        .await
-        .unwrap()
 }

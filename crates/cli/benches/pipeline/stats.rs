@@ -3,6 +3,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use serde_json::json;
+
+use crate::world::World;
 
 pub async fn closed_loop<F, Fut>(requests: usize, concurrency: usize, request: F) -> (Duration, Vec<Duration>)
 where
@@ -161,4 +164,50 @@ pub fn persistence_per_unit(
     let total: f64 = per_unit.iter().map(|(_, per)| per).sum();
     let listed: Vec<String> = per_unit.iter().map(|(op, per)| format!("{op} {per:.1}")).collect();
     format!("{total:.1} in all: {}", listed.join(", "))
+}
+
+/// One client asking `reportStatus` of one report, one request at a time and at most one per
+/// `pace` (zero: back to back), until a deadline: the read latency a user sees while a scenario
+/// loads the API.
+///
+/// The client runs on a thread and runtime of its own, with a connection of its own: on the
+/// scenario's runtime its requests would also wait behind the load generator's tasks, which is
+/// not the API's latency.
+pub struct StatusProbe(std::thread::JoinHandle<Vec<f64>>);
+
+impl StatusProbe {
+    /// Starts asking now.
+    pub fn start(world: &World, token: &str, report_id: &str, until: Instant, pace: Duration) -> Self {
+        let (url, token, report_id) = (format!("{}/graphql", world.api), token.to_owned(), report_id.to_owned());
+        Self(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let http = reqwest::Client::new();
+                let body = json!({ "query": "query($id: ID!) { reportStatus(id: $id) { status } }", "variables": { "id": report_id } });
+                let mut ticks = tokio::time::interval(pace.max(Duration::from_micros(1)));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    ticks.tick().await;
+                    let started = Instant::now();
+                    let answer: serde_json::Value =
+                        http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
+                    assert!(answer["data"]["reportStatus"]["status"].is_string(), "{answer}");
+                    latencies.push(started.elapsed().as_secs_f64());
+                }
+                latencies.sort_by(f64::total_cmp);
+                latencies
+            })
+        }))
+    }
+
+    /// The latencies in seconds, sorted, once the deadline has passed.
+    pub async fn latencies(self) -> Vec<f64> {
+        tokio::task::spawn_blocking(move || self.0.join().unwrap())
+            .await
+            .unwrap()
+    }
 }
