@@ -143,9 +143,11 @@ impl Timeline {
     /// `delivery_ms`, so that every log line of the message says where its time went. Signed:
     /// a negative hop is a clock skew between machines, which the log should show, not hide.
     pub fn record_in(&self, span: &tracing::Span) {
-        for (hop, from, to) in self.hops() {
+        // In the order of `hops`; the consumer's `cdc_message` span declares them.
+        const FIELDS: [&str; 3] = ["capture_ms", "relay_ms", "delivery_ms"];
+        for (field, (_, from, to)) in FIELDS.into_iter().zip(self.hops()) {
             if let (Some(from), Some(to)) = (from, to) {
-                span.record(format!("{hop}_ms").as_str(), (to - from).num_milliseconds());
+                span.record(field, (to - from).num_milliseconds());
             }
         }
     }

@@ -97,6 +97,13 @@ async fn a_report_through_the_pipeline_moves_the_metrics_of_every_role() {
             "every handled event has its {hop} hop (from Debezium's ts_ms and Pub/Sub's publish_time)"
         );
     }
+    let starts = world.log_lines("cdc-worker", "fetch workflow running");
+    assert!(!starts.is_empty(), "the CDC worker logs each start");
+    for line in &starts {
+        for field in ["capture_ms", "relay_ms", "delivery_ms"] {
+            assert!(line.contains(field), "a start's log line says its {field}: {line}");
+        }
+    }
     assert_eq!(sample(&cdc, "lqdty_cdc_reconciler_repairs_total", &[]), 0.0);
 
     // Assert: the workflow worker finished three contents, each after a completed answer
