@@ -1,45 +1,29 @@
-//! The `pollSource` activity: the whole poll loop of one report content, heartbeating.
+//! The `pollSource` activity, which hands its content to a poll loop, and the loop's policy and
+//! decisions (pure functions, unit-tested without a source, a database or Temporal).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use liquidity_core::reports::{self, ReportContent};
-use liquidity_core::sources::{JobRequest, JobState, JobStatus};
-use liquidity_core::tenancy::{TenancyError, TenantRegistry};
+use liquidity_core::reports::ReportContent;
+use liquidity_core::sources::{JobState, JobStatus};
+use liquidity_core::tenancy::TenantRegistry;
 use liquidity_core::trace_context;
-use liquidity_core::{ReportContentId, TenantId};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use temporalio_common::protos::TaskToken;
 use temporalio_macros::activities;
-use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument as _;
 
+use crate::poll_loop::PollLoop;
+use crate::poll_loops::PollLoops;
+
 use crate::settings::{DEFAULT_MAX_BODY, InvalidSetting, MAX_SOURCE_MAX_BODY, MIN_SOURCE_MAX_BODY};
 use crate::source_client::{SourceClient, SourceError};
-use crate::workflows::{
-    FetchOutcome, FetchReportContentInput, POLL_SOURCE_HEARTBEAT_TIMEOUT, POLL_SOURCE_START_TO_CLOSE,
-};
+use crate::workflows::{FetchOutcome, FetchReportContentInput, POLL_SOURCE_START_TO_CLOSE};
 
 /// Longest wait after transient source failures: the backoff doubles up to this.
 pub const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
-
-/// How often `pollSource` heartbeats, while it waits for the next poll and while a pass (row
-/// read, source call, row write) runs: well inside the heartbeat timeout, so neither a long
-/// backoff nor a slow pass ever looks like a dead worker to the server. (The SDK sends at most
-/// one heartbeat per 0.8 x heartbeat timeout; the others only refresh the details it sends.)
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-
-/// An attempt sends no heartbeat during its first 30 s. Each heartbeat the server receives is a
-/// write of the workflow's state on Temporal, and the SDK sends the first one at once: in the
-/// `burst` bench, where a content is done ~10 s after its attempt starts, that first heartbeat
-/// was one of the 6 `UpdateWorkflowExecution`s per content (5 without it), on a dev server whose
-/// SQLite connection is the pipeline's bottleneck. Skipping it costs nothing: the server times an
-/// attempt out only [`POLL_SOURCE_HEARTBEAT_TIMEOUT`] after its start or last heartbeat, and the
-/// first is sent at most [`HEARTBEAT_EVERY`] after this (checked at compile time below).
-pub const FIRST_HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
 
 /// Longest `http_timeout` accepted (`SOURCE_HTTP_TIMEOUT`). A pass heartbeats while it runs,
 /// so this no longer has to fit in the heartbeat timeout; it keeps a pass short enough that a
@@ -207,11 +191,12 @@ impl Backoff {
 }
 
 /// The dependencies of the activities. The worker registers one instance; every activity
-/// invocation shares it through `self: Arc<Self>`.
+/// invocation shares it through `self: Arc<Self>`, and so does every poll loop.
 pub struct SourceActivities {
     tenants: Arc<TenantRegistry>,
     sources: SourceClient,
     policy: FetchPolicy,
+    loops: Arc<PollLoops>,
 }
 
 impl SourceActivities {
@@ -221,20 +206,38 @@ impl SourceActivities {
             tenants,
             sources,
             policy,
+            loops: Arc::default(),
         }
+    }
+
+    pub(crate) fn tenants(&self) -> &TenantRegistry {
+        &self.tenants
+    }
+
+    pub(crate) fn sources(&self) -> &SourceClient {
+        &self.sources
+    }
+
+    pub(crate) fn policy(&self) -> &FetchPolicy {
+        &self.policy
+    }
+
+    pub(crate) fn loops(&self) -> &Arc<PollLoops> {
+        &self.loops
     }
 }
 
 #[activities]
 impl SourceActivities {
     /// Polls the content's source until it completes, fails or the deadline passes, and
-    /// records the result in the tenant database.
+    /// records the result in the tenant database: hands the content to a [`PollLoop`] on a task
+    /// of its own, which completes this attempt through the client (see [`crate::poll_loop`]).
     ///
-    /// - Returns [`FetchOutcome::Gone`] / [`FetchOutcome::AlreadyFinished`] without a change
+    /// - Ends with [`FetchOutcome::Gone`] / [`FetchOutcome::AlreadyFinished`] without a change
     ///   when the row is missing / no longer in progress, so retries and duplicates are safe.
     /// - Database errors are retryable failures (Temporal retries with backoff, resuming from
     ///   the heartbeat details); an unknown tenant is a non-retryable failure.
-    /// - On worker shutdown the attempt ends as cancelled and is retried on another worker.
+    /// - On worker shutdown the attempt fails retryably and is resumed on another worker.
     #[activity(name = "pollSource")]
     // The macro turns the method name into an undocumented marker constant; it copies `allow`s.
     #[allow(missing_docs)]
@@ -245,25 +248,30 @@ impl SourceActivities {
     ) -> Result<FetchOutcome, ActivityError> {
         let tenant_id = input.tenant_id;
         let content_id = input.report_content.id;
-        let _active = crate::metrics::ActiveLoop::start();
-        // A child of the CDC worker's span that started the workflow: one trace per report.
-        let span = tracing::info_span!("pollSource", %tenant_id, %content_id, source = %input.report_content.source);
+        // A child of the CDC worker's span that started the workflow: one trace per report. Not
+        // of the SDK's span of this activity: the loop outlives it, and a child keeps its
+        // parent's data (a few hundred bytes per polling content) until it closes.
+        let span = tracing::info_span!(parent: None, "pollSource", %tenant_id, %content_id, source = %input.report_content.source);
         trace_context::follow(&span, input.trace_parent.as_ref());
-        let result = self
-            .poll_loop(&ctx, tenant_id, &input.report_content)
-            .instrument(span)
-            .await;
-        match &result {
-            Ok(outcome) => {
-                crate::metrics::finished(outcome);
-                tracing::info!(%tenant_id, %content_id, ?outcome, "pollSource finished");
-            }
-            Err(ActivityError::Cancelled { .. }) => {
-                tracing::info!(%tenant_id, %content_id, "pollSource cancelled; Temporal retries it elsewhere")
-            }
-            Err(e) => tracing::warn!(%tenant_id, %content_id, error = ?e, "pollSource attempt failed"),
-        }
-        result
+        let progress: PollProgress = ctx
+            .heartbeat_details()
+            .deserialize()
+            .unwrap_or_else(|e| {
+                tracing::warn!(parent: &span, error = %e, "unreadable heartbeat details of a previous attempt; starting afresh");
+                None
+            })
+            .unwrap_or_default();
+        let slot = self.loops.slot(&ctx, &progress).instrument(span.clone()).await?;
+        let poll_loop = PollLoop {
+            activities: self.clone(),
+            token: TaskToken::from(ctx.info().task_token.clone()),
+            tenant_id,
+            content_id,
+            progress,
+            slot,
+        };
+        self.loops.spawn(poll_loop.run().instrument(span));
+        Err(ActivityError::WillCompleteAsync)
     }
 }
 
@@ -384,256 +392,10 @@ pub(crate) fn next_step(
     }
 }
 
-/// How a pass ended.
-enum PassEnd {
-    /// The loop is over.
-    Finished(FetchOutcome),
-    /// Poll again after `wait`, from `progress` and `backoff`.
-    Again {
-        progress: PollProgress,
-        backoff: Backoff,
-        wait: Duration,
-    },
-}
-
-impl SourceActivities {
-    async fn poll_loop(
-        &self,
-        ctx: &ActivityContext,
-        tenant_id: TenantId,
-        original: &ReportContent,
-    ) -> Result<FetchOutcome, ActivityError> {
-        let pool = self.tenants.pool(tenant_id).await.map_err(tenancy_failure)?;
-        let mut progress: PollProgress = ctx
-            .heartbeat_details()
-            .deserialize()
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "unreadable heartbeat details of a previous attempt; starting afresh");
-                None
-            })
-            .unwrap_or_default();
-        let heartbeats = Heartbeats::new(ctx);
-        let mut backoff = Backoff::new(self.policy.poll_interval);
-        // When the next pass should start: the previous one's end plus its wait.
-        let mut planned: Option<std::time::Instant> = None;
-        let failure = loop {
-            if ctx.is_cancelled() {
-                break ActivityError::cancelled();
-            }
-            if let Some(at) = planned.take() {
-                crate::metrics::poll_lag(at.elapsed());
-            }
-            // Boxed: a pass (row read, source call, row write) holds ~2.3 KiB of sqlx and HTTP
-            // futures for a few milliseconds every poll interval. Inline, that room would be part
-            // of this loop's own future, which every polling content keeps while it sleeps.
-            let pass = Box::pin(self.pass(pool, tenant_id, original.id, progress.clone(), backoff));
-            match heartbeating(&heartbeats, &progress, self.policy.pass_bound(), pass).await {
-                Ok(PassEnd::Finished(outcome)) => return Ok(outcome),
-                Ok(PassEnd::Again {
-                    progress: next,
-                    backoff: next_backoff,
-                    wait,
-                }) => {
-                    progress = next;
-                    backoff = next_backoff;
-                    planned = Some(std::time::Instant::now() + wait);
-                    if let Err(e) = pause(&heartbeats, &progress, wait).await {
-                        break e;
-                    }
-                }
-                Err(e) => break e,
-            }
-        };
-        heartbeats.hand_over(&progress).await;
-        Err(failure)
-    }
-
-    /// One pass: read the row, call the source, act on the answer. Every decision is made by
-    /// [`check_row`] and [`next_step`]; this only does the I/O around them.
-    async fn pass(
-        &self,
-        pool: &PgPool,
-        tenant_id: TenantId,
-        content_id: ReportContentId,
-        mut progress: PollProgress,
-        mut backoff: Backoff,
-    ) -> Result<PassEnd, ActivityError> {
-        // 1. The row decides: a retry after a crash must not redo finished work, and the
-        //    deadline counts from the content's creation, across attempts.
-        let row = reports::find_content(pool, content_id).await.map_err(db_failure)?;
-        let time_left = match check_row(row.as_ref(), Utc::now(), &self.policy) {
-            RowCheck::Gone => return Ok(PassEnd::Finished(FetchOutcome::Gone)),
-            RowCheck::AlreadyFinished => return Ok(PassEnd::Finished(FetchOutcome::AlreadyFinished)),
-            RowCheck::DeadlinePassed { reason } => return fail(pool, content_id, reason).await.map(PassEnd::Finished),
-            RowCheck::Poll { time_left } => time_left,
-        };
-        let content = row.expect("check_row polls only an existing row");
-        // 2. Submit once, then ask for the job's status.
-        let answer = match &progress.job_id {
-            None => {
-                let request = JobRequest {
-                    tenant_id,
-                    report_id: content.report_id,
-                    content_id,
-                };
-                self.sources.submit(&content.source, &request).await
-            }
-            Some(job_id) => self.sources.status(&content.source, job_id).await,
-        };
-        crate::metrics::source_answer(&content.source, &answer);
-        // 3. Act on the decision. The wait never outlasts the deadline, so a content is failed
-        //    at its deadline, not up to a backoff later.
-        let wait = match next_step(answer, &mut progress, &mut backoff, &self.policy) {
-            Step::Complete { data } => {
-                let data = serde_json::to_string(&data).map_err(|e| ActivityError::from(anyhow::Error::new(e)))?;
-                let stored = reports::complete_content(pool, content_id, &data)
-                    .await
-                    .map_err(db_failure)?;
-                return Ok(PassEnd::Finished(if stored {
-                    FetchOutcome::Completed
-                } else {
-                    FetchOutcome::AlreadyFinished
-                }));
-            }
-            Step::Fail { reason } => return fail(pool, content_id, reason).await.map(PassEnd::Finished),
-            Step::Touch { wait } => {
-                tracing::debug!(job_id = ?progress.job_id, "source still working");
-                if !reports::touch_content(pool, content_id).await.map_err(db_failure)? {
-                    return Ok(PassEnd::Finished(FetchOutcome::AlreadyFinished));
-                }
-                wait
-            }
-            Step::Wait { wait } => wait,
-        };
-        Ok(PassEnd::Again {
-            progress,
-            backoff,
-            wait: wait.min(time_left),
-        })
-    }
-}
-
-/// The heartbeats of one attempt: none before [`FIRST_HEARTBEAT_AFTER`], then every one the
-/// poll loop records (the SDK sends at most one per 0.8 x heartbeat timeout).
-struct Heartbeats<'a> {
-    ctx: &'a ActivityContext,
-    first_due: std::time::Instant,
-}
-
-impl<'a> Heartbeats<'a> {
-    fn new(ctx: &'a ActivityContext) -> Self {
-        Self {
-            ctx,
-            first_due: std::time::Instant::now() + FIRST_HEARTBEAT_AFTER,
-        }
-    }
-
-    /// Records `progress` for the retry of a failed or cancelled attempt: the SDK reports the
-    /// last recorded details with the failure, and the first heartbeat may not have been due.
-    async fn hand_over(&self, progress: &PollProgress) {
-        if let Err(e) = self.ctx.record_heartbeat(progress.clone()).await {
-            tracing::warn!(error = %e, "cannot record the poll loop's progress for its retry");
-        }
-    }
-
-    /// Records `progress` as the attempt's heartbeat details, once the first heartbeat is due.
-    async fn beat(&self, progress: &PollProgress) -> Result<(), ActivityError> {
-        if std::time::Instant::now() < self.first_due {
-            return Ok(());
-        }
-        self.ctx
-            .record_heartbeat(progress.clone())
-            .await
-            .map_err(ActivityError::from)
-    }
-}
-
-/// Runs one pass while heartbeating `progress` every [`HEARTBEAT_EVERY`], so a pass longer than
-/// the heartbeat timeout (a slow source near its HTTP timeout plus waits for a tenant
-/// connection) does not make the server time the attempt out and start a second, overlapping
-/// one. The pass is bounded by `bound`: a stuck pass fails the attempt (retryable) rather than
-/// being kept alive by the heartbeats. A cancelled attempt stops at once.
-async fn heartbeating<T>(
-    heartbeats: &Heartbeats<'_>,
-    progress: &PollProgress,
-    bound: Duration,
-    pass: impl Future<Output = Result<T, ActivityError>>,
-) -> Result<T, ActivityError> {
-    let ctx = heartbeats.ctx;
-    let ticker = async {
-        loop {
-            if let Err(e) = heartbeats.beat(progress).await {
-                return e;
-            }
-            tokio::time::sleep(HEARTBEAT_EVERY).await;
-        }
-    };
-    tokio::select! {
-        result = pass => result,
-        e = ticker => Err(e),
-        () = tokio::time::sleep(bound) => Err(ActivityError::from(anyhow::anyhow!(
-            "a pass of the poll loop took more than {bound:?}; retrying the attempt"
-        ))),
-        () = ctx.cancelled() => Err(ActivityError::cancelled()),
-    }
-}
-
-/// Sleeps `wait` in chunks of at most [`HEARTBEAT_EVERY`], heartbeating `progress` before each,
-/// and gives up as cancelled as soon as the attempt is cancelled (worker shutdown, heartbeat
-/// timeout seen by the server, workflow cancelled).
-async fn pause(heartbeats: &Heartbeats<'_>, progress: &PollProgress, wait: Duration) -> Result<(), ActivityError> {
-    let ctx = heartbeats.ctx;
-    let mut left = wait;
-    loop {
-        heartbeats.beat(progress).await?;
-        if left.is_zero() {
-            return Ok(());
-        }
-        let chunk = left.min(HEARTBEAT_EVERY);
-        tokio::select! {
-            () = ctx.cancelled() => return Err(ActivityError::cancelled()),
-            () = tokio::time::sleep(chunk) => {}
-        }
-        left -= chunk;
-    }
-}
-
-async fn fail(pool: &PgPool, content_id: ReportContentId, reason: String) -> Result<FetchOutcome, ActivityError> {
-    tracing::warn!(%reason, "marking the content failed");
-    if reports::fail_content(pool, content_id, &reason)
-        .await
-        .map_err(db_failure)?
-    {
-        Ok(FetchOutcome::Failed { reason })
-    } else {
-        Ok(FetchOutcome::AlreadyFinished)
-    }
-}
-
-/// A database error: retryable, Temporal retries the attempt with backoff.
-fn db_failure(e: sqlx::Error) -> ActivityError {
-    ActivityError::from(anyhow::Error::new(e).context("tenant database error"))
-}
-
-/// An unknown tenant cannot become known by retrying; a connection failure can.
-fn tenancy_failure(e: TenancyError) -> ActivityError {
-    match e {
-        TenancyError::UnknownTenant(_) => ActivityError::application(ApplicationFailure::non_retryable(e)),
-        TenancyError::Connect { .. } => ActivityError::from(anyhow::Error::new(e)),
-    }
-}
-
-// Keeps the heartbeat timeout and the heartbeat period consistent at compile time.
-const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs());
-// The first heartbeat reaches the server with a third of the heartbeat timeout to spare.
-const _: () = assert!(
-    (FIRST_HEARTBEAT_AFTER.as_secs() + HEARTBEAT_EVERY.as_secs()) * 3 <= POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs() * 2
-);
-
 #[cfg(test)]
 mod tests {
-    use liquidity_core::ReportId;
     use liquidity_core::reports::ReportStatus;
+    use liquidity_core::{ReportContentId, ReportId};
 
     use super::*;
 

@@ -1,7 +1,7 @@
 //! The Temporal side of Liquidity: the `fetchReportContent` workflow, which fetches one report
 //! content from its source server and records the result in the tenant's database.
 //!
-//! # Polling design: one heartbeating activity per content
+//! # Polling design: one heartbeating activity per content, run as a detached poll loop
 //!
 //! The workflow runs one long activity, `pollSource`, which does the whole poll loop (submit
 //! the job, check it every `POLL_INTERVAL`, store the document or the failure reason) and
@@ -11,12 +11,18 @@
 //! about 10 history events. The dev server manages about 30 workflows/s (about 35 ms of server
 //! CPU per workflow), so such a loop caps the reports in flight at a few hundred per server,
 //! and long fetches need continue-as-new. A heartbeating activity costs about 11 history events
-//! per content whatever the fetch takes, because heartbeats are not history events (the SDK
-//! also throttles them to about 0.8 x the heartbeat timeout). History stays bounded. When a
-//! worker crashes, the 120 s heartbeat timeout detects it, and the activity resumes from its
-//! heartbeat details ([`PollProgress`]) on another worker. A worker that shuts down cleanly
-//! cancels its loops after [`worker::SHUTDOWN_GRACE`], so they resume elsewhere about a second
-//! later.
+//! per content whatever the fetch takes, because heartbeats are not history events (sent once
+//! per 0.8 x the heartbeat timeout). History stays bounded. When a worker crashes, the 120 s
+//! heartbeat timeout detects it, and the activity resumes from its heartbeat details
+//! ([`PollProgress`]) on another worker. A worker that shuts down cleanly hands its loops over
+//! after [`worker::SHUTDOWN_GRACE`], so they resume elsewhere about a second later.
+//!
+//! The activity itself returns at once: it starts its content's loop on a task of its own
+//! ([`poll_loop`]) and tells the SDK the attempt completes asynchronously. The loop heartbeats,
+//! completes and fails the attempt through the client, by its task token. So the SDK keeps
+//! nothing per polling content (it kept ~11.5 KiB per running activity), and a polling content
+//! costs this process about a kibibyte; [`poll_loops`] bounds the loops of a worker
+//! (`WORKER_MAX_ACTIVITIES`) and hands them over at shutdown.
 //!
 //! Retries are safe. The activity re-reads the content row before every action, and only an
 //! `in_progress` row ever changes. `POST /jobs` is idempotent on the content id.
@@ -32,7 +38,10 @@
 //!
 //! # Layout
 //! - [`workflows`]: the workflow (deterministic code only), its input and outcome.
-//! - [`activities`]: [`SourceActivities`] and its `pollSource` loop, [`FetchPolicy`].
+//! - [`activities`]: [`SourceActivities`] and its `pollSource` activity, [`FetchPolicy`], the
+//!   loop's decisions.
+//! - [`poll_loop`]: the poll loop of one content, reporting to Temporal by its task token.
+//! - [`poll_loops`]: a worker's loops: their slots, their client, their hand-over.
 //! - [`metrics`]: poll loops and slots, poll lag, source answers by class, contents finished.
 //! - [`settings`]: [`InvalidSetting`] (a refused setting, named) and `SOURCE_MAX_BODY`'s parser.
 //! - [`source_client`]: `SOURCES_CONFIG`, the HTTP client of the sources, answer classification.
@@ -44,6 +53,8 @@
 pub mod activities;
 pub mod backlog;
 pub mod metrics;
+pub mod poll_loop;
+pub mod poll_loops;
 pub mod settings;
 pub mod source_client;
 pub mod starter;

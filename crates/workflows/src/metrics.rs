@@ -1,8 +1,11 @@
 //! What the workflow worker counts, for `/metrics`.
 //!
-//! - `lqdty_workflow_poll_loops_active`: `pollSource` attempts running in this process (each
-//!   holds one activity slot), and `lqdty_workflow_activity_slots` the slots it has
-//!   (`WORKER_MAX_ACTIVITIES`): active = slots means new contents wait for a slot.
+//! - `lqdty_workflow_poll_loops_active`: poll loops running in this process (each holds one of
+//!   its slots), and `lqdty_workflow_activity_slots` the slots it has (`WORKER_MAX_ACTIVITIES`):
+//!   active = slots means new contents wait for a slot.
+//! - `lqdty_workflow_contents_waiting_for_a_loop`: `pollSource` activities this process took
+//!   from Temporal that wait for one of its loop slots (at most
+//!   [`crate::poll_loops::HANDOFF_SLOTS`]); any above zero is a content not polled.
 //! - `lqdty_workflow_activity_backlog` and `lqdty_workflow_activity_backlog_age_seconds`: the
 //!   `pollSource` tasks Temporal holds for the task queue because no worker has a free slot, and
 //!   the age of the oldest (see [`crate::backlog`]). Above zero for more than a few seconds means
@@ -33,6 +36,8 @@ use crate::workflows::FetchOutcome;
 pub const POLL_LOOPS_ACTIVE: &str = "lqdty_workflow_poll_loops_active";
 /// `lqdty_workflow_activity_slots`.
 pub const ACTIVITY_SLOTS: &str = "lqdty_workflow_activity_slots";
+/// `lqdty_workflow_contents_waiting_for_a_loop`.
+pub const WAITING_FOR_A_LOOP: &str = "lqdty_workflow_contents_waiting_for_a_loop";
 /// `lqdty_workflow_activity_backlog`.
 pub const ACTIVITY_BACKLOG: &str = "lqdty_workflow_activity_backlog";
 /// `lqdty_workflow_activity_backlog_age_seconds`.
@@ -44,20 +49,29 @@ pub const SOURCE_ANSWERS: &str = "lqdty_workflow_source_answers_total";
 /// `lqdty_workflow_contents_finished_total`.
 pub const CONTENTS_FINISHED: &str = "lqdty_workflow_contents_finished_total";
 
-/// Counts one running poll loop while it lives.
-pub struct ActiveLoop(());
+/// Counts one in a gauge while it lives: a running poll loop, or a content waiting for one.
+pub struct Counted(&'static str);
 
-impl ActiveLoop {
-    /// A poll loop starts.
-    pub fn start() -> Self {
-        metrics::gauge!(POLL_LOOPS_ACTIVE).increment(1);
-        Self(())
+impl Counted {
+    /// A poll loop starts (`lqdty_workflow_poll_loops_active`).
+    pub fn poll_loop() -> Self {
+        Self::start(POLL_LOOPS_ACTIVE)
+    }
+
+    /// A content starts waiting for a loop slot (`lqdty_workflow_contents_waiting_for_a_loop`).
+    pub fn waiting_for_a_loop() -> Self {
+        Self::start(WAITING_FOR_A_LOOP)
+    }
+
+    fn start(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1);
+        Self(gauge)
     }
 }
 
-impl Drop for ActiveLoop {
+impl Drop for Counted {
     fn drop(&mut self) {
-        metrics::gauge!(POLL_LOOPS_ACTIVE).decrement(1);
+        metrics::gauge!(self.0).decrement(1);
     }
 }
 

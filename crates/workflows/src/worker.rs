@@ -10,21 +10,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activities::SourceActivities;
 use crate::backlog;
+use crate::poll_loops::HANDOFF_SLOTS;
 use crate::settings::InvalidSetting;
 use crate::temporal::{TemporalSettings, connect_waiting};
 use crate::workflows::{FetchReportContentWorkflow, POLL_SOURCE_HEARTBEAT_TIMEOUT};
 
-/// After shutdown starts, in-flight poll loops get this long before they are cancelled. A
-/// cancelled attempt is reported as a retryable failure carrying its heartbeat details, so
-/// another worker resumes it about a second later instead of after the heartbeat timeout.
+/// After shutdown starts, running poll loops get this long before they hand over: each reports
+/// its attempt as a retryable failure carrying its progress, so another worker resumes it about
+/// a second later instead of after the heartbeat timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Slots of the kinds of tasks this worker does not bound explicitly (the SDK's default).
 const DEFAULT_SLOTS: usize = 100;
 
-/// Largest `WORKER_MAX_ACTIVITIES` accepted. A poll loop is a sleeping task, but each pass takes
-/// a tenant connection and a source call: 50,000 loops at the default 10 s interval are 5,000
-/// passes a second, more than one replica's cores serve.
+/// Largest `WORKER_MAX_ACTIVITIES` accepted. A poll loop is a sleeping task of about a kibibyte,
+/// but each pass takes a tenant connection and a source call: 50,000 loops at the default 10 s
+/// interval are 5,000 passes a second, more than one replica's cores serve.
 pub const MAX_WORKER_ACTIVITIES: usize = 50_000;
 
 /// Validates `WORKER_MAX_ACTIVITIES`: within 1..=[`MAX_WORKER_ACTIVITIES`].
@@ -43,10 +44,9 @@ pub fn validate_max_activities(max_concurrent_activities: usize) -> Result<usize
     }
 }
 
-/// Default of `WORKER_MAX_ACTIVITIES`: a slot for each content of 3,000 reports (9,000 contents)
-/// and then some. A polling content costs this process ~11.5 KiB, most of it the SDK's own task
-/// and context per activity (README, `capacity`). In that bench no content waited for a slot at
-/// any step; what limited it was starting workflows on the Temporal dev server.
+/// Default of `WORKER_MAX_ACTIVITIES`: a poll loop for each content of 3,000 reports (9,000
+/// contents) and then some. In the `capacity` bench no content waited for a slot at any step;
+/// what limited it was starting workflows on the Temporal dev server.
 pub const DEFAULT_MAX_ACTIVITIES: usize = 10_000;
 
 /// How a worker takes its tasks from Temporal: slots, pollers and the sticky cache.
@@ -63,7 +63,8 @@ pub const DEFAULT_MAX_ACTIVITIES: usize = 10_000;
 /// it: without it, 30/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WorkerTuning {
-    /// Activities (poll loops) this worker runs at once (`WORKER_MAX_ACTIVITIES`).
+    /// Poll loops this worker runs at once (`WORKER_MAX_ACTIVITIES`). The SDK's own activity
+    /// slots only hand contents over to loops: there are this many up to [`HANDOFF_SLOTS`].
     pub max_activities: usize,
     /// Workflow tasks this worker processes at once.
     pub max_workflow_tasks: usize,
@@ -110,7 +111,7 @@ impl WorkerTuning {
     pub fn apply(&self, options: &mut WorkerOptions) {
         options.tuner = TunerHolder::builder()
             .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(self.max_workflow_tasks.max(2)))
-            .activity_task_slot_supplier(FixedSizeSlotSupplier::new(self.max_activities.max(1)))
+            .activity_task_slot_supplier(FixedSizeSlotSupplier::new(self.max_activities.clamp(1, HANDOFF_SLOTS)))
             .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
             .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(DEFAULT_SLOTS))
             .build()
@@ -125,15 +126,15 @@ impl WorkerTuning {
     }
 }
 
-/// Runs a worker until `shutdown` is cancelled, then drains it: polling stops, poll loops are
-/// cancelled after [`SHUTDOWN_GRACE`] (Temporal retries them elsewhere) and the call returns once
-/// every task has reported.
+/// Runs a worker until `shutdown` is cancelled, then drains it: polling stops, poll loops hand
+/// over after [`SHUTDOWN_GRACE`] (Temporal retries them elsewhere) and the call returns once
+/// every task and loop has reported.
 ///
 /// Temporal unreachable at start is waited for, with a logged backoff ([`connect_waiting`]);
 /// a shutdown during that wait returns `Ok` at once.
 ///
 /// `tuning.max_activities` bounds the poll loops this process carries at once. Each is an
-/// async task that mostly sleeps, so a thousand cost little; the bound is there to spread
+/// async task that mostly sleeps, so ten thousand cost little; the bound is there to spread
 /// contents over the workers.
 ///
 /// The returned future is not `Send` (the SDK's worker is not): await it on the main task (or
@@ -155,12 +156,15 @@ pub async fn run_worker(
     // Contents waiting for a slot are invisible to every worker: the watcher asks the server,
     // on this task, until shutdown.
     let watcher = backlog::watch(client.clone(), settings, tuning.max_activities, &shutdown);
+    let loops = activities.loops().clone();
+    loops.open(client.clone(), tuning.max_activities);
     let mut options = WorkerOptions::new(settings.task_queue.clone())
         .register_workflow::<FetchReportContentWorkflow>()
         .context("cannot register the workflow")?
         .register_activities(activities)
         .graceful_shutdown_period(SHUTDOWN_GRACE)
-        // The SDK sends a heartbeat per 0.8 x the heartbeat timeout but caps that period at
+        // Only an activity waiting for a loop slot heartbeats through the SDK (the loops send
+        // their own). The SDK sends one per 0.8 x the heartbeat timeout but caps that period at
         // 60 s by default, which would keep the write rate of a 60 s timeout for our 120 s.
         .max_heartbeat_throttle_interval(POLL_SOURCE_HEARTBEAT_TIMEOUT)
         .build();
@@ -184,7 +188,8 @@ pub async fn run_worker(
             initiate_shutdown();
         }
     }
-    run.await.context("the Temporal worker failed while draining")?;
+    let (run, ()) = tokio::join!(run, loops.drain(SHUTDOWN_GRACE));
+    run.context("the Temporal worker failed while draining")?;
     tracing::info!("workflow worker stopped");
     Ok(())
 }

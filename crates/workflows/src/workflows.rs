@@ -27,8 +27,8 @@ pub const POLL_SOURCE_START_TO_CLOSE: Duration = Duration::from_secs(24 * 60 * 6
 /// A worker that stops heartbeating for this long is considered dead and the activity is
 /// retried elsewhere, resuming from its last heartbeat details.
 ///
-/// Each heartbeat the server receives is a write of the workflow's state, and the SDK sends one
-/// per 0.8 x this timeout for every polling content, while the server re-arms a timeout check
+/// Each heartbeat the server receives is a write of the workflow's state, and a poll loop sends
+/// one per 0.8 x this timeout (`poll_loop::HEARTBEAT_EVERY`) for every polling content, while the server re-arms a timeout check
 /// per content once per period: about 2.25 writes per content per period, all on the Temporal
 /// dev server's single SQLite connection, which also has to start every new workflow. With 60 s,
 /// 6,000 polling contents were ~250 writes a second and the next 3,000 starts no longer got

@@ -86,9 +86,10 @@ pub struct WorkflowWorkerArgs {
     /// (row before and after) that must fit a 10 MB Pub/Sub message.
     #[arg(long, env = "SOURCE_MAX_BODY", value_parser = parse_byte_size, default_value = "1MiB")]
     pub source_max_body: usize,
-    /// Poll loops (one per content being fetched) this replica runs at once. Each mostly
-    /// sleeps; contents beyond this wait in Temporal's activity backlog (logged and exported
-    /// as `lqdty_workflow_activity_backlog`). 1..=50000.
+    /// Poll loops (one per content being fetched) this replica runs at once. Each is a sleeping
+    /// task of about a kibibyte; contents beyond this wait for a slot, up to 100 per replica in
+    /// the worker (`lqdty_workflow_contents_waiting_for_a_loop`), the rest in Temporal's
+    /// activity backlog (`lqdty_workflow_activity_backlog`), both logged. 1..=50000.
     #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = liquidity_workflows::worker::DEFAULT_MAX_ACTIVITIES)]
     pub worker_max_activities: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` (Temporal reachable) are served. Scraped from

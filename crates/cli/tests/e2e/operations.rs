@@ -186,8 +186,9 @@ async fn every_role_is_alive_and_ready_naming_each_of_its_dependencies() {
 }
 
 #[tokio::test]
-async fn contents_beyond_the_activity_slots_are_reported_waiting_in_temporals_backlog() {
-    // Arrange: one activity slot, and sources that take a minute
+async fn contents_beyond_the_loop_slots_are_reported_waiting_in_the_worker_and_in_temporals_backlog() {
+    // Arrange: one poll loop slot (so one SDK slot to hand contents over), sources that take a
+    // minute
     let slow = json!({ "completeAfter": "60s", "latency": "1ms" });
     let world = World::start(Options {
         simulator: json!({ "source_1": slow, "source_2": slow, "source_3": slow }),
@@ -200,12 +201,16 @@ async fn contents_beyond_the_activity_slots_are_reported_waiting_in_temporals_ba
     // Act
     world.start_report(&token).await;
 
-    // Assert: one content is polled; the two others wait in the backlog, and the worker says so
-    let warning = "contents wait in Temporal's activity backlog";
-    wait_until(Duration::from_secs(120), "the backlog exported and logged", || async {
+    // Assert: one content is polled, one waits in the worker for the loop slot, the third waits
+    // in Temporal's backlog, and the worker says so for both
+    let in_backlog = "contents wait in Temporal's activity backlog";
+    let in_worker = "a content waits for a poll loop";
+    wait_until(Duration::from_secs(120), "the waits exported and logged", || async {
         let workflows = scrape(&world, "workflow-worker").await;
-        sample(&workflows, "lqdty_workflow_activity_backlog", &[]) >= 2.0
-            && !world.log_lines("workflow-worker", warning).is_empty()
+        sample(&workflows, "lqdty_workflow_activity_backlog", &[]) >= 1.0
+            && sample(&workflows, "lqdty_workflow_contents_waiting_for_a_loop", &[]) == 1.0
+            && !world.log_lines("workflow-worker", in_backlog).is_empty()
+            && !world.log_lines("workflow-worker", in_worker).is_empty()
     })
     .await;
     let workflows = scrape(&world, "workflow-worker").await;
@@ -214,6 +219,8 @@ async fn contents_beyond_the_activity_slots_are_reported_waiting_in_temporals_ba
         sample(&workflows, "lqdty_workflow_activity_backlog_age_seconds", &[])
             > liquidity_workflows::backlog::TOLERATED_AGE.as_secs_f64()
     );
-    let logged = world.log_lines("workflow-worker", warning);
-    assert!(logged[0].contains("WORKER_MAX_ACTIVITIES"), "{logged:?}");
+    for needle in [in_backlog, in_worker] {
+        let logged = world.log_lines("workflow-worker", needle);
+        assert!(logged[0].contains("WORKER_MAX_ACTIVITIES"), "{logged:?}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use liquidity_core::reports::{self, ReportStatus};
-use liquidity_workflows::activities::FIRST_HEARTBEAT_AFTER;
+use liquidity_workflows::poll_loop::{FIRST_HEARTBEAT_SPREAD, HEARTBEAT_EVERY};
 use liquidity_workflows::worker::SHUTDOWN_GRACE;
 use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use liquidity_workflows::{FetchOutcome, FetchPolicy};
@@ -132,7 +132,7 @@ async fn a_retried_activity_for_an_already_completed_content_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_poll_loop_sends_no_heartbeat_in_its_first_30_s_and_then_heartbeats_within_the_timeout() {
+async fn a_poll_loop_sends_its_first_heartbeat_about_one_period_after_its_start_within_the_timeout() {
     // Arrange: a source that answers "in progress" until told otherwise, polled every 200 ms
     let app = spawn_app(Behaviour::OnSignal, test_policy()).await;
     let content = app.new_content().await;
@@ -146,26 +146,29 @@ async fn a_poll_loop_sends_no_heartbeat_in_its_first_30_s_and_then_heartbeats_wi
     // Act
     let early = app.pending_poll(&content).await;
     let early_elapsed = started.elapsed();
-    wait_until(FIRST_HEARTBEAT_AFTER * 2, "a first heartbeat", || async {
-        matches!(app.pending_poll(&content).await, Some((_, Some(_))))
-    })
+    wait_until(
+        HEARTBEAT_EVERY + Duration::from_secs(20),
+        "a first heartbeat",
+        || async { matches!(app.pending_poll(&content).await, Some((_, Some(_)))) },
+    )
     .await;
     // The next heartbeat is not due for another 0.8 x the heartbeat timeout.
     let later = app.pending_poll(&content).await;
 
     // Assert: polling for seconds without a heartbeat (each is a write on Temporal), then the
-    // first one after FIRST_HEARTBEAT_AFTER, well inside the heartbeat timeout, in one attempt
+    // first one sent by the loop (the activity itself returned long ago) one period after its
+    // start, inside the heartbeat timeout, in one attempt
     assert!(
-        early_elapsed < FIRST_HEARTBEAT_AFTER,
+        early_elapsed < HEARTBEAT_EVERY - FIRST_HEARTBEAT_SPREAD,
         "the first check ran late: {early_elapsed:?}"
     );
     assert_eq!(early, Some((1, None)), "no heartbeat yet");
     let (attempt, heartbeat_after) = later.unwrap();
     let heartbeat_after = heartbeat_after.unwrap();
     assert_eq!(attempt, 1);
-    let first = FIRST_HEARTBEAT_AFTER.as_secs() as i64;
+    let earliest = (HEARTBEAT_EVERY - FIRST_HEARTBEAT_SPREAD).as_secs() as i64;
     assert!(
-        (first..POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs() as i64).contains(&heartbeat_after),
+        (earliest..POLL_SOURCE_HEARTBEAT_TIMEOUT.as_secs() as i64).contains(&heartbeat_after),
         "first heartbeat {heartbeat_after} s after the attempt's start"
     );
     app.source.complete();
