@@ -17,7 +17,6 @@ use tracing::Instrument as _;
 
 use crate::poll_loop::PollLoop;
 use crate::poll_loops::PollLoops;
-
 use crate::settings::{DEFAULT_MAX_BODY, InvalidSetting, MAX_SOURCE_MAX_BODY, MIN_SOURCE_MAX_BODY};
 use crate::source_client::{SourceClient, SourceError};
 use crate::workflows::{FetchOutcome, FetchReportContentInput, POLL_SOURCE_START_TO_CLOSE};

@@ -20,10 +20,10 @@ use temporalio_client::errors::AsyncActivityError;
 use temporalio_client::{ActivityIdentifier, AsyncActivityHandle, Client, RpcOptions};
 use temporalio_common::protos::TaskToken;
 use temporalio_sdk::ApplicationFailure;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::activities::{Backoff, FetchPolicy, PollProgress, RowCheck, SourceActivities, Step, check_row, next_step};
+use crate::poll_loops::LoopSlot;
 use crate::workflows::{FetchOutcome, POLL_SOURCE_HEARTBEAT_TIMEOUT};
 
 /// How often a loop heartbeats its attempt: 0.8 x the heartbeat timeout, the period the SDK
@@ -104,11 +104,11 @@ struct Reporter<'a> {
 }
 
 impl<'a> Reporter<'a> {
-    fn new(client: &'a Client, token: TaskToken, content_id: ReportContentId) -> Self {
+    fn new(client: &'a Client, token: TaskToken, first_beat_after: Duration) -> Self {
         Self {
             client,
             token,
-            next_beat: Instant::now() + first_heartbeat_after(content_id),
+            next_beat: Instant::now() + first_beat_after,
         }
     }
 
@@ -172,8 +172,8 @@ pub(crate) struct PollLoop {
     pub(crate) tenant_id: TenantId,
     pub(crate) content_id: ReportContentId,
     pub(crate) progress: PollProgress,
-    /// The loop's slot among the worker's `WORKER_MAX_ACTIVITIES`, given back when it ends.
-    pub(crate) slot: OwnedSemaphorePermit,
+    /// The loop's slot, given back when it ends.
+    pub(crate) slot: LoopSlot,
 }
 
 impl PollLoop {
@@ -189,7 +189,12 @@ impl PollLoop {
             slot,
         } = self;
         let loops = activities.loops();
-        let mut reporter = Reporter::new(loops.client(), token, content_id);
+        let first_beat_after = if slot.waited {
+            Duration::ZERO
+        } else {
+            first_heartbeat_after(content_id)
+        };
+        let mut reporter = Reporter::new(loops.client(), token, first_beat_after);
         let end = poll(&activities, &mut reporter, tenant_id, content_id, progress).await;
         match &end {
             LoopEnd::Finished(outcome) => {
@@ -429,7 +434,10 @@ mod tests {
             tenant_id: TenantId::new_random(),
             content_id: ReportContentId::new_random(),
             progress: PollProgress::default(),
-            slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            slot: LoopSlot {
+                _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+                waited: false,
+            },
         };
 
         // Act

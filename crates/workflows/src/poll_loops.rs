@@ -32,6 +32,15 @@ pub const HANDOFF_SLOTS: usize = 100;
 /// One not sent in time is no loss: its attempt times out on the server and is retried.
 const HANDOVER_REPORTS_WITHIN: Duration = Duration::from_secs(20);
 
+/// A loop's slot among the worker's `WORKER_MAX_ACTIVITIES`, given back when it is dropped.
+pub(crate) struct LoopSlot {
+    /// Held, never read: dropping it gives the slot back.
+    pub(crate) _permit: OwnedSemaphorePermit,
+    /// The content waited for the slot, heartbeating through the SDK, which sends at most one
+    /// heartbeat per period: the loop's first must then go out at once, not a period later.
+    pub(crate) waited: bool,
+}
+
 /// The worker's poll loops. Created with the activities, opened by the worker once it is
 /// connected (until then there is no slot, and no activity runs either).
 pub struct PollLoops {
@@ -89,13 +98,12 @@ impl PollLoops {
     /// A slot for a new loop. When none is free, waits for one, visibly, and heartbeats the
     /// activity meanwhile so that the server does not time it out. Cancelled with the activity
     /// (worker shutdown, workflow cancelled).
-    pub(crate) async fn slot(
-        &self,
-        ctx: &ActivityContext,
-        progress: &PollProgress,
-    ) -> Result<OwnedSemaphorePermit, ActivityError> {
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            return Ok(slot);
+    pub(crate) async fn slot(&self, ctx: &ActivityContext, progress: &PollProgress) -> Result<LoopSlot, ActivityError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(LoopSlot {
+                _permit: permit,
+                waited: false,
+            });
         }
         let _waiting = crate::metrics::Counted::waiting_for_a_loop();
         tracing::warn!(
@@ -106,7 +114,10 @@ impl PollLoops {
         tokio::pin!(acquire);
         loop {
             tokio::select! {
-                slot = &mut acquire => return Ok(slot.expect("the slots are never closed")),
+                permit = &mut acquire => {
+                    let permit = permit.expect("the slots are never closed");
+                    return Ok(LoopSlot { _permit: permit, waited: true });
+                }
                 () = ctx.cancelled() => return Err(ActivityError::cancelled()),
                 () = tokio::time::sleep(HEARTBEAT_EVERY / 4) => {
                     ctx.record_heartbeat(progress.clone()).await.map_err(ActivityError::from)?;
