@@ -101,9 +101,21 @@ impl FetchReportContentWorkflow {
     // The macro turns the method name into an undocumented marker constant; it copies `allow`s.
     #[allow(missing_docs)]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: FetchReportContentInput) -> WorkflowResult<FetchOutcome> {
+        // The activity is cancelled with the workflow through a child of the workflow's token,
+        // held here. Left to inherit the root token, the SDK (temporalio-workflow 1.1.1) stores
+        // the activity's cancellation callback, which holds the workflow's context, in that
+        // same context: a reference cycle that is only broken when the activity resolves. A
+        // workflow dropped while its activity runs (evicted from the sticky cache, as most
+        // polling contents are) then leaked its context, ~4 KiB, for the life of the process.
+        // The child token is owned by this future: dropping the workflow drops it, and with it
+        // the callback (the root token keeps only a weak reference to a child).
+        let cancellation = ctx.cancellation_token().child_token();
+        let mut options = poll_source_options();
+        options.cancellation_token = Some(cancellation.clone());
         let outcome = ctx
-            .execute_activity(SourceActivities::poll_source, input, poll_source_options())
+            .execute_activity(SourceActivities::poll_source, input, options)
             .await?;
+        drop(cancellation);
         Ok(outcome)
     }
 }

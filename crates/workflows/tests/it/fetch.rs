@@ -7,6 +7,7 @@ use liquidity_workflows::poll_loop::{FIRST_HEARTBEAT_SPREAD, HEARTBEAT_EVERY};
 use liquidity_workflows::worker::SHUTDOWN_GRACE;
 use liquidity_workflows::workflows::POLL_SOURCE_HEARTBEAT_TIMEOUT;
 use liquidity_workflows::{FetchOutcome, FetchPolicy};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::helpers::{spawn_app, test_policy};
 use crate::source::{Behaviour, Seen, document};
@@ -173,6 +174,39 @@ async fn a_poll_loop_sends_its_first_heartbeat_about_one_period_after_its_start_
     );
     app.source.complete();
     assert_eq!(app.result(&content).await, FetchOutcome::Completed);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_workflow_cancels_its_polling_activity() {
+    // Arrange: a content whose source never completes, being polled
+    let app = spawn_app(Behaviour::Never, test_policy()).await;
+    let content = app.new_content().await;
+    app.start(&content).await;
+    wait_until(Duration::from_secs(30), "a first status check", || async {
+        app.source.seen().status_checks >= 1
+    })
+    .await;
+
+    // Act
+    app.cancel(&content).await;
+
+    // Assert: the workflow asked for its activity's cancellation (it runs with a cancellation
+    // token of its own, see `FetchReportContentWorkflow::run`) and ended cancelled
+    wait_until(Duration::from_secs(30), "the workflow's cancellation", || async {
+        app.history(&content)
+            .await
+            .iter()
+            .any(|event| matches!(event, Attributes::WorkflowExecutionCanceledEventAttributes(_)))
+    })
+    .await;
+    let history = app.history(&content).await;
+    assert!(
+        history
+            .iter()
+            .any(|event| matches!(event, Attributes::ActivityTaskCancelRequestedEventAttributes(_))),
+        "{history:?}"
+    );
     app.stop().await;
 }
 

@@ -17,6 +17,7 @@ use liquidity_workflows::{
 };
 use sqlx::PgPool;
 use temporalio_client::{Client, WorkflowGetResultOptions};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use tokio_util::sync::CancellationToken;
 
 use crate::source::{Behaviour, FakeSource};
@@ -255,13 +256,10 @@ impl TestApp {
             .expect("workflow succeeded")
     }
 
-    /// The activity attempts of the content's workflow, from its history: the attempt number of
-    /// every `ActivityTaskStarted` (Temporal records the started event of a retried activity
-    /// once, with the attempt that ended it) and the count of `ActivityTaskTimedOut`.
-    pub async fn activity_attempts(&self, content: &ReportContent) -> (Vec<i32>, usize) {
+    /// The events of the content's workflow history so far, oldest first.
+    pub async fn history(&self, content: &ReportContent) -> Vec<Attributes> {
         use futures::TryStreamExt as _;
         use temporalio_client::WorkflowFetchHistoryOptions;
-        use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
         let handle = self
             .client
@@ -271,16 +269,34 @@ impl TestApp {
             .try_collect()
             .await
             .expect("the workflow's history");
+        events.into_iter().filter_map(|event| event.attributes).collect()
+    }
+
+    /// The activity attempts of the content's workflow, from its history: the attempt number of
+    /// every `ActivityTaskStarted` (Temporal records the started event of a retried activity
+    /// once, with the attempt that ended it) and the count of `ActivityTaskTimedOut`.
+    pub async fn activity_attempts(&self, content: &ReportContent) -> (Vec<i32>, usize) {
         let mut started = Vec::new();
         let mut timed_out = 0;
-        for event in events {
-            match event.attributes {
-                Some(Attributes::ActivityTaskStartedEventAttributes(a)) => started.push(a.attempt),
-                Some(Attributes::ActivityTaskTimedOutEventAttributes(_)) => timed_out += 1,
+        for event in self.history(content).await {
+            match event {
+                Attributes::ActivityTaskStartedEventAttributes(a) => started.push(a.attempt),
+                Attributes::ActivityTaskTimedOutEventAttributes(_) => timed_out += 1,
                 _ => {}
             }
         }
         (started, timed_out)
+    }
+
+    /// Asks Temporal to cancel the content's workflow.
+    pub async fn cancel(&self, content: &ReportContent) {
+        use temporalio_client::WorkflowCancelOptions;
+
+        self.client
+            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id))
+            .cancel(WorkflowCancelOptions::default())
+            .await
+            .expect("the cancellation request");
     }
 
     /// The `pollSource` activity of the content's workflow as the server sees it while it runs:
