@@ -81,12 +81,21 @@ pub struct WorkerTuning {
     pub eager_activities: usize,
 }
 
+/// Default of `WORKER_MAX_CACHED_WORKFLOWS`, the sticky cache (the SDK's is 1,000). A cached
+/// workflow costs ~50 KiB of this process, most of it Core's state machines and history; one
+/// that is not cached costs nothing until its next task, which then fetches and replays its
+/// history (about 11 events). Each polling content's workflow sits idle for as long as its
+/// source takes, so a cache of 1,000 held 1,000 idle workflows, ~50 MiB, for nothing; 250 keeps
+/// the workflows of a burst's last few seconds, whose next task (their content's end) is near.
+pub const DEFAULT_MAX_CACHED_WORKFLOWS: u16 = 250;
+
 /// The tuning `liquidity workflow-worker` starts with (see [`WorkerTuning`] for the numbers).
 impl Default for WorkerTuning {
     fn default() -> Self {
         Self {
             workflow_pollers: 10,
             nonsticky_ratio: 0.5,
+            max_cached_workflows: DEFAULT_MAX_CACHED_WORKFLOWS.into(),
             ..Self::sdk_defaults(DEFAULT_MAX_ACTIVITIES)
         }
     }

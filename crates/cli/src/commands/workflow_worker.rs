@@ -92,6 +92,16 @@ pub struct WorkflowWorkerArgs {
     /// activity backlog (`lqdty_workflow_activity_backlog`), both logged. 1..=50000.
     #[arg(long, env = "WORKER_MAX_ACTIVITIES", default_value_t = liquidity_workflows::worker::DEFAULT_MAX_ACTIVITIES)]
     pub worker_max_activities: usize,
+    /// Workflows this replica keeps in memory between their tasks (Temporal's sticky cache),
+    /// ~50 KiB each. A workflow no longer cached replays its short history when its content
+    /// ends: one more history read on the server, and a little CPU here. 1..=10000.
+    #[arg(
+        long,
+        env = "WORKER_MAX_CACHED_WORKFLOWS",
+        value_parser = clap::value_parser!(u16).range(1..=10_000),
+        default_value_t = liquidity_workflows::worker::DEFAULT_MAX_CACHED_WORKFLOWS
+    )]
+    pub worker_max_cached_workflows: u16,
     /// Where `/metrics`, `/healthz` and `/readyz` (Temporal reachable) are served. Scraped from
     /// inside the network only: do not publish it.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9465")]
@@ -137,6 +147,7 @@ pub async fn run(args: WorkflowWorkerArgs) -> anyhow::Result<()> {
     let shutdown = super::shutdown_token();
     let tuning = WorkerTuning {
         max_activities,
+        max_cached_workflows: args.worker_max_cached_workflows.into(),
         ..WorkerTuning::default()
     };
     let result = run_worker(&settings, activities, tuning, shutdown).await;
@@ -213,6 +224,11 @@ mod tests {
         for (flags, variable) in [
             (["--source-max-body", "lots"], "SOURCE_MAX_BODY"),
             (["--poll-interval", "soon"], "POLL_INTERVAL"),
+            (["--worker-max-cached-workflows", "0"], "WORKER_MAX_CACHED_WORKFLOWS"),
+            (
+                ["--worker-max-cached-workflows", "10001"],
+                "WORKER_MAX_CACHED_WORKFLOWS",
+            ),
         ] {
             let error = parse(&flags).err().expect("refused").to_string();
             assert!(error.contains(variable), "{error}");
