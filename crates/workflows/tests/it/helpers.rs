@@ -16,7 +16,7 @@ use liquidity_workflows::{
     TemporalSettings, Url, WorkflowStarter, connect, run_worker, workflow_id,
 };
 use sqlx::PgPool;
-use temporalio_client::{Client, WorkflowGetResultOptions};
+use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowHandle};
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use tokio_util::sync::CancellationToken;
 
@@ -245,11 +245,15 @@ impl TestApp {
         self.starter.ensure_started(self.tenant_id, content).await.unwrap()
     }
 
+    /// The handle of the content's workflow.
+    fn workflow(&self, content: &ReportContent) -> WorkflowHandle<Client, FetchReportContentWorkflow> {
+        self.client
+            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id))
+    }
+
     /// The result of the content's workflow, waiting for it.
     pub async fn result(&self, content: &ReportContent) -> FetchOutcome {
-        let handle = self
-            .client
-            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id));
+        let handle = self.workflow(content);
         tokio::time::timeout(RESULT_TIMEOUT, handle.get_result(WorkflowGetResultOptions::default()))
             .await
             .expect("workflow finished in time")
@@ -261,9 +265,7 @@ impl TestApp {
         use futures::TryStreamExt as _;
         use temporalio_client::WorkflowFetchHistoryOptions;
 
-        let handle = self
-            .client
-            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id));
+        let handle = self.workflow(content);
         let events: Vec<_> = handle
             .fetch_history(WorkflowFetchHistoryOptions::default())
             .try_collect()
@@ -292,8 +294,7 @@ impl TestApp {
     pub async fn cancel(&self, content: &ReportContent) {
         use temporalio_client::WorkflowCancelOptions;
 
-        self.client
-            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id))
+        self.workflow(content)
             .cancel(WorkflowCancelOptions::default())
             .await
             .expect("the cancellation request");
@@ -305,9 +306,7 @@ impl TestApp {
     pub async fn pending_poll(&self, content: &ReportContent) -> Option<(i32, Option<i64>)> {
         use temporalio_client::WorkflowDescribeOptions;
 
-        let handle = self
-            .client
-            .get_workflow_handle::<FetchReportContentWorkflow>(workflow_id(self.tenant_id, content.id));
+        let handle = self.workflow(content);
         let description = handle
             .describe(WorkflowDescribeOptions::default())
             .await
