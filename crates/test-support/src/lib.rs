@@ -273,7 +273,13 @@ async fn admin_connection() -> PgConnection {
     })
 }
 
-/// A local port that is free now, for a process that starts listening on it later.
+/// Ports [`free_port`] returned in this process: a port is free until its process starts
+/// listening, so without this two of a world's processes could be given the same one.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A local port that is free now, for a process that starts listening on it later, and that no
+/// earlier call in this process returned.
 ///
 /// Picked below Linux's ephemeral range (32768-60999), never with `bind(":0")`: that hands out a
 /// port of the range every outgoing connection takes its local port from, so a connection
@@ -282,10 +288,12 @@ async fn admin_connection() -> PgConnection {
 pub fn free_port() -> u16 {
     const LOW: u16 = 20_000;
     const EPHEMERAL: u16 = 32_768;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let offset = uuid::Uuid::new_v4().as_u128() % u128::from(EPHEMERAL - LOW);
         let port = LOW + u16::try_from(offset).expect("below the range's width");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
@@ -321,4 +329,23 @@ pub fn init_tracing() {
                 .init();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_never_hands_out_a_port_twice_in_a_process() {
+        // Arrange: 500 draws from ~12,800 ports: drawn at random alone, two would match
+        // with a probability above 99.99%
+        let draws = 500;
+
+        // Act
+        let ports: std::collections::BTreeSet<u16> = (0..draws).map(|_| free_port()).collect();
+
+        // Assert
+        assert_eq!(ports.len(), draws);
+        assert!(ports.iter().all(|port| (20_000..32_768).contains(port)), "{ports:?}");
+    }
 }
