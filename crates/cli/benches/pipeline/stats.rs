@@ -173,7 +173,7 @@ pub fn persistence_per_unit(
 /// The client runs on a thread and runtime of its own, with a connection of its own: on the
 /// scenario's runtime its requests would also wait behind the load generator's tasks, which is
 /// not the API's latency.
-pub struct StatusProbe(std::thread::JoinHandle<Vec<f64>>);
+pub struct StatusProbe(std::thread::JoinHandle<Vec<(Instant, f64)>>);
 
 impl StatusProbe {
     /// Starts asking now.
@@ -196,9 +196,8 @@ impl StatusProbe {
                     let answer: serde_json::Value =
                         http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
                     assert!(answer["data"]["reportStatus"]["status"].is_string(), "{answer}");
-                    latencies.push(started.elapsed().as_secs_f64());
+                    latencies.push((started, started.elapsed().as_secs_f64()));
                 }
-                latencies.sort_by(f64::total_cmp);
                 latencies
             })
         }))
@@ -206,8 +205,26 @@ impl StatusProbe {
 
     /// The latencies in seconds, sorted, once the deadline has passed.
     pub async fn latencies(self) -> Vec<f64> {
+        sorted_latencies(self.samples().await)
+    }
+
+    /// The latencies in seconds of the requests sent before `at` and of those sent from `at` on,
+    /// each sorted, once the deadline has passed.
+    pub async fn latencies_split(self, at: Instant) -> (Vec<f64>, Vec<f64>) {
+        let (before, after) = self.samples().await.into_iter().partition(|(sent, _)| *sent < at);
+        (sorted_latencies(before), sorted_latencies(after))
+    }
+
+    /// When each request was sent and its latency in seconds, once the deadline has passed.
+    async fn samples(self) -> Vec<(Instant, f64)> {
         tokio::task::spawn_blocking(move || self.0.join().unwrap())
             .await
             .unwrap()
     }
+}
+
+fn sorted_latencies(samples: Vec<(Instant, f64)>) -> Vec<f64> {
+    let mut latencies: Vec<f64> = samples.into_iter().map(|(_, latency)| latency).collect();
+    latencies.sort_by(f64::total_cmp);
+    latencies
 }
