@@ -162,8 +162,8 @@ async fn burst(replicas: usize, ceiling: f64) {
     );
     // The first seconds carry the 2,000 `startReport`s through the same API; split there, so the
     // figure of the drain alone shows whether the tail comes from the starts or from the drain.
-    let all_started = started + all_started.unwrap_or_default();
-    let (starting_reads, draining_reads) = drain_reads.latencies_split(all_started).await;
+    let last_start = started + all_started.unwrap_or_default();
+    let (starting_reads, draining_reads) = drain_reads.latencies_split(last_start).await;
     let mut drain_reads = [starting_reads.as_slice(), draining_reads.as_slice()].concat();
     drain_reads.sort_by(f64::total_cmp);
     let idle_p99 = percentile(&idle_reads, 0.99);
